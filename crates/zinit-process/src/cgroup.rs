@@ -1,0 +1,254 @@
+//! cgroup v2: one cgroup per unit, so a whole tree is tracked even after
+//! double forks, frozen at once and killed at once.
+//!
+//! The v2 hierarchy is found through `/proc/self/mountinfo` (on a hybrid host
+//! it is often `/sys/fs/cgroup/unified`), never by a fixed path. Unit cgroups
+//! live under a directory named after this process, inside this process's own
+//! cgroup, so parallel servers (and parallel tests) never collide. Setting
+//! `ZINIT_CGROUP=off` forces the fallback to process groups and the
+//! subreaper.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable that disables cgroups when set to `off`.
+pub const CGROUP_ENV: &str = "ZINIT_CGROUP";
+
+/// Where this process creates its unit cgroups.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot {
+    dir: PathBuf,
+}
+
+impl CgroupRoot {
+    /// Finds a writable cgroup v2 hierarchy and creates this process's
+    /// directory in it. `None` when there is none, it is not writable, or
+    /// `ZINIT_CGROUP=off`.
+    pub fn detect() -> Option<Self> {
+        Self::detect_as(&format!("zinit.{}", std::process::id()))
+    }
+
+    /// As [`CgroupRoot::detect`], with the directory named `name` instead of
+    /// after this process (tests use one per test).
+    pub fn detect_as(name: &str) -> Option<Self> {
+        if std::env::var(CGROUP_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+            return None;
+        }
+        let mount = find_v2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)?;
+        let own = own_v2_path(&fs::read_to_string("/proc/self/cgroup").ok()?)?;
+        let parent = mount.join(own.trim_start_matches('/'));
+        let dir = parent.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+        // Creating is not enough: joining must work too (it fails when the
+        // parent distributes controllers while holding processes).
+        let probe = Cgroup {
+            path: dir.join("probe"),
+        };
+        let usable = fs::create_dir(&probe.path).is_ok()
+            && fs::OpenOptions::new()
+                .write(true)
+                .open(probe.path.join("cgroup.procs"))
+                .is_ok();
+        let _ = fs::remove_dir(&probe.path);
+        if !usable {
+            let _ = fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    /// The directory that holds this process's unit cgroups.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates (or reuses, when empty) the cgroup `name` for one unit.
+    pub fn create(&self, name: &str) -> io::Result<Cgroup> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a valid cgroup name"),
+            ));
+        }
+        let path = self.dir.join(name);
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Cgroup { path })
+    }
+
+    /// Removes this process's directory (and any empty unit cgroup left in it).
+    pub fn remove(&self) -> io::Result<()> {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+        fs::remove_dir(&self.dir)
+    }
+}
+
+/// One cgroup v2 directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    /// A cgroup at an existing path.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The cgroup's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pids in the cgroup (zombies are not listed by the kernel).
+    pub fn procs(&self) -> io::Result<Vec<i32>> {
+        let text = fs::read_to_string(self.path.join("cgroup.procs"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Opens `cgroup.procs` for writing, before a fork, so that the child can
+    /// join with a single `write(2)` and no allocation.
+    pub fn open_procs(&self) -> io::Result<OwnedFd> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))?;
+        Ok(file.into())
+    }
+
+    /// Opens `cgroup.events` for an [`crate::watch::ExitWatcher`].
+    pub fn open_events(&self) -> io::Result<fs::File> {
+        fs::File::open(self.path.join("cgroup.events"))
+    }
+
+    fn read_events(&self) -> io::Result<(bool, bool)> {
+        let mut text = String::new();
+        fs::File::open(self.path.join("cgroup.events"))?.read_to_string(&mut text)?;
+        Ok(parse_events(&text))
+    }
+
+    /// Whether any live process is in the cgroup (or below it).
+    pub fn populated(&self) -> io::Result<bool> {
+        Ok(self.read_events()?.0)
+    }
+
+    /// Whether the cgroup is completely frozen.
+    pub fn frozen(&self) -> io::Result<bool> {
+        Ok(self.read_events()?.1)
+    }
+
+    /// Freezes (`true`) or thaws (`false`) every process in the cgroup.
+    pub fn set_frozen(&self, frozen: bool) -> io::Result<()> {
+        fs::write(
+            self.path.join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        )
+    }
+
+    /// Freezes the cgroup and waits (bounded) until the kernel says it is frozen.
+    pub async fn freeze(&self, bound: Duration) -> io::Result<bool> {
+        self.set_frozen(true)?;
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut watcher = crate::watch::ExitWatcher::new()?;
+        watcher.watch_cgroup(self.open_events()?)?;
+        loop {
+            if self.frozen()? || !self.populated()? {
+                return Ok(true);
+            }
+            if watcher.wait(deadline).await?.is_timeout() {
+                return self.frozen();
+            }
+        }
+    }
+
+    /// SIGKILLs every process in the cgroup at once (`cgroup.kill`, Linux 5.14).
+    pub fn kill(&self) -> io::Result<()> {
+        fs::write(self.path.join("cgroup.kill"), "1")
+    }
+
+    /// Removes the cgroup directory (it must be empty).
+    pub fn remove(&self) -> io::Result<()> {
+        fs::remove_dir(&self.path)
+    }
+
+    /// The cgroup a process is in, as a path under the v2 mount.
+    pub fn of_process(pid: i32) -> Option<String> {
+        own_v2_path(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    }
+}
+
+fn parse_events(text: &str) -> (bool, bool) {
+    let mut populated = false;
+    let mut frozen = false;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("populated", v)) => populated = v.trim() == "1",
+            Some(("frozen", v)) => frozen = v.trim() == "1",
+            _ => {}
+        }
+    }
+    (populated, frozen)
+}
+
+/// The mount point of the cgroup2 filesystem in a `mountinfo` text.
+fn find_v2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(mount))
+    })
+}
+
+/// The v2 path (`0::/path`) in a `/proc/PID/cgroup` text.
+fn own_v2_path(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::").map(|p| p.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_v2_mount_on_a_hybrid_host() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        assert_eq!(
+            find_v2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(find_v2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw"), None);
+    }
+
+    #[test]
+    fn reads_the_v2_path_among_v1_lines() {
+        let text = "6:freezer:/\n4:memory:/x\n0::/user.slice/a.scope\n";
+        assert_eq!(own_v2_path(text).as_deref(), Some("/user.slice/a.scope"));
+        assert_eq!(own_v2_path("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn parses_events() {
+        assert_eq!(parse_events("populated 1\nfrozen 0\n"), (true, false));
+        assert_eq!(parse_events("populated 0\nfrozen 1\n"), (false, true));
+    }
+}

@@ -1,0 +1,177 @@
+//! The processes that belong to one spawned unit.
+//!
+//! With a cgroup, membership is the cgroup: nothing escapes it. Without one,
+//! a unit's members are its main process, everything in its process group or
+//! session, every process recorded as a member on an earlier scan (so a
+//! double-forked daemon stays a member after its parent exits and it is
+//! re-parented to the subreaper), and every descendant of any of those.
+//! This process, its ancestors, PID 1 and kernel threads are never members.
+
+use crate::cgroup::Cgroup;
+use crate::handle::ProcessId;
+use crate::proc_table::{ProcState, ProcessTable};
+use std::collections::{HashMap, HashSet};
+
+/// A live member of a unit, as of one scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity.
+    pub id: ProcessId,
+    /// Its parent pid.
+    pub ppid: i32,
+    /// Distance from the main process (0), following parents within the unit;
+    /// a member whose parent is not a member is at depth 1.
+    pub depth: usize,
+    /// Command name.
+    pub comm: String,
+    /// Scheduler state.
+    pub state: ProcState,
+}
+
+/// The membership rule of one unit, with the identities recorded so far.
+#[derive(Debug, Clone)]
+pub struct Members {
+    root: ProcessId,
+    cgroup: Option<Cgroup>,
+    recorded: HashSet<ProcessId>,
+}
+
+impl Members {
+    /// The members of the unit whose main process is `root` (a session
+    /// leader, as [`crate::Command`] makes it), in `cgroup` if it has one.
+    pub fn new(root: ProcessId, cgroup: Option<Cgroup>) -> Self {
+        Self {
+            root,
+            cgroup,
+            recorded: HashSet::new(),
+        }
+    }
+
+    /// The members of a spawned child's unit.
+    pub fn of_child(child: &crate::Child) -> Self {
+        Self::new(child.id(), child.cgroup().cloned())
+    }
+
+    /// The main process.
+    pub fn root(&self) -> ProcessId {
+        self.root
+    }
+
+    /// The unit's cgroup, if it has one.
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// The live (not zombie) members in `table`, deepest first, recording
+    /// them for later scans.
+    pub fn scan(&mut self, table: &ProcessTable) -> Vec<Member> {
+        let protected = protected_pids(table);
+        let mut set: HashSet<i32> = HashSet::new();
+        let mut seeds: Vec<i32> = Vec::new();
+        let is_same = |id: &ProcessId| {
+            table
+                .get(id.pid)
+                .is_some_and(|p| p.start_time == id.start_time)
+        };
+        if let Some(cgroup) = &self.cgroup {
+            seeds.extend(cgroup.procs().unwrap_or_default());
+        } else {
+            if is_same(&self.root) {
+                seeds.push(self.root.pid);
+            }
+            let leader = self.root.pid;
+            seeds.extend(
+                table
+                    .iter()
+                    .filter(|p| p.pgid == leader || p.sid == leader)
+                    .map(|p| p.pid),
+            );
+            seeds.extend(
+                self.recorded
+                    .iter()
+                    .filter(|id| is_same(id))
+                    .map(|id| id.pid),
+            );
+        }
+        while let Some(pid) = seeds.pop() {
+            if protected.contains(&pid) || !set.insert(pid) {
+                continue;
+            }
+            if self.cgroup.is_none() {
+                seeds.extend_from_slice(table.children(pid));
+            }
+        }
+        set.retain(|pid| {
+            table
+                .get(*pid)
+                .is_some_and(|p| !p.kernel_thread && !p.is_zombie())
+        });
+
+        let mut depths: HashMap<i32, usize> = HashMap::new();
+        let mut members: Vec<Member> = set
+            .iter()
+            .filter_map(|&pid| {
+                let info = table.get(pid)?;
+                Some(Member {
+                    id: ProcessId {
+                        pid,
+                        start_time: info.start_time,
+                    },
+                    ppid: info.ppid,
+                    depth: depth_of(pid, self.root.pid, table, &set, &mut depths),
+                    comm: info.comm.clone(),
+                    state: info.state,
+                })
+            })
+            .collect();
+        members.sort_unstable_by(|a, b| b.depth.cmp(&a.depth).then(a.id.pid.cmp(&b.id.pid)));
+        self.recorded.retain(is_same);
+        self.recorded.extend(members.iter().map(|m| m.id));
+        members
+    }
+}
+
+/// Depth below `root` following parents that are members; memoised.
+fn depth_of(
+    pid: i32,
+    root: i32,
+    table: &ProcessTable,
+    set: &HashSet<i32>,
+    memo: &mut HashMap<i32, usize>,
+) -> usize {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    let base = loop {
+        if current == root {
+            break 0;
+        }
+        if let Some(&d) = memo.get(&current) {
+            break d;
+        }
+        let parent = table.get(current).map(|p| p.ppid).unwrap_or(0);
+        chain.push(current);
+        if parent == root {
+            break 0;
+        }
+        if !set.contains(&parent) || chain.contains(&parent) {
+            // The chain leaves the unit: this member hangs directly below the root.
+            break 0;
+        }
+        current = parent;
+    };
+    let mut depth = base;
+    for &p in chain.iter().rev() {
+        depth += 1;
+        memo.insert(p, depth);
+    }
+    if pid == root { 0 } else { depth }
+}
+
+/// Processes no stop or sweep may ever touch: this process, its ancestors,
+/// PID 1, and kernel threads' parent (PID 2).
+pub fn protected_pids(table: &ProcessTable) -> HashSet<i32> {
+    let me = std::process::id() as i32;
+    let mut set: HashSet<i32> = table.ancestors(me).into_iter().collect();
+    set.extend([me, 1, 2]);
+    set
+}

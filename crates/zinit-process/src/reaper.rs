@@ -1,0 +1,114 @@
+//! The child subreaper: adopts orphaned descendants and reaps them.
+//!
+//! With `PR_SET_CHILD_SUBREAPER`, processes that double-fork away from a
+//! unit are re-parented to this process instead of PID 1, so they stay
+//! visible as our descendants. The reaper is the only caller of
+//! `waitid(P_ALL)`: it takes the spawn table's lock, reaps every exited
+//! child, and files the status of children spawned through
+//! [`crate::spawn::Command`] in that table for their own [`crate::Child::wait`].
+//!
+//! The subreaper flag is process-wide: a process that starts the reaper must
+//! spawn every child through this crate (anything else would have its
+//! statuses reaped here). Tests of it run in a process of their own.
+
+use crate::spawn::{ExitStatus, children};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast;
+
+/// An adopted orphan that the reaper reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Its pid.
+    pub pid: i32,
+    /// How it ended.
+    pub status: ExitStatus,
+}
+
+/// The running reaper.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    reaped: Arc<AtomicU64>,
+    orphans: broadcast::Sender<Reaped>,
+}
+
+impl Reaper {
+    /// Makes this process a child subreaper and starts reaping on SIGCHLD.
+    /// Needs a tokio runtime.
+    pub fn start() -> io::Result<Self> {
+        set_child_subreaper()?;
+        let mut sigchld = signal(SignalKind::child())?;
+        let (orphans, _) = broadcast::channel(1024);
+        let reaper = Self {
+            reaped: Arc::new(AtomicU64::new(0)),
+            orphans,
+        };
+        let task = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                task.reap_now();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Reaps every exited child now; returns how many orphans it reaped.
+    pub fn reap_now(&self) -> usize {
+        let mut table = children();
+        let mut orphans = 0;
+        loop {
+            // SAFETY: a zeroed siginfo is a valid out-parameter for waitid.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out-pointer.
+            let rc =
+                unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
+            // SAFETY: waitid filled the siginfo when rc == 0.
+            let pid = unsafe { info.si_pid() };
+            if rc < 0 || pid == 0 {
+                break;
+            }
+            let status = ExitStatus::from_siginfo(&info);
+            match table.get_mut(&pid) {
+                Some(slot) => *slot = Some(status),
+                None => {
+                    orphans += 1;
+                    self.reaped.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.orphans.send(Reaped { pid, status });
+                }
+            }
+        }
+        orphans
+    }
+
+    /// How many adopted orphans have been reaped so far.
+    pub fn orphans_reaped(&self) -> u64 {
+        self.reaped.load(Ordering::Relaxed)
+    }
+
+    /// A stream of reaped orphans.
+    pub fn subscribe(&self) -> broadcast::Receiver<Reaped> {
+        self.orphans.subscribe()
+    }
+}
+
+/// Sets `PR_SET_CHILD_SUBREAPER` on this process.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process is a child subreaper.
+pub fn is_child_subreaper() -> bool {
+    let mut flag: libc::c_int = 0;
+    // SAFETY: valid out-pointer for PR_GET_CHILD_SUBREAPER.
+    let rc = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut flag, 0, 0, 0) };
+    rc == 0 && flag != 0
+}

@@ -1,0 +1,495 @@
+//! The test fixture: builds a real process tree of a requested shape and
+//! behaviour, logs every signal each process receives, and prints the pids it
+//! created.
+//!
+//! Every process is a `fork` of the first (no `exec`), so every one of them
+//! carries the same argv, including `--tag TAG`: tests find and reap their
+//! processes by that tag. The program is single-threaded on purpose (it
+//! forks), and takes signals synchronously with `sigtimedwait`, so nothing
+//! runs in a signal handler.
+//!
+//! Output on stdout, once every process has started:
+//! `proc pid=P ppid=Q depth=D role=R` for each process, then
+//! `ready count=N [tcp=PORT] [udp=PORT] ...`.
+//!
+//! Log lines (appended to `--log FILE`, one `write` each):
+//! `start pid=P ppid=Q depth=D role=R t=NS`,
+//! `signal pid=P depth=D role=R sig=SIGTERM t=NS live_children=N`,
+//! `exit pid=P depth=D role=R t=NS`. `t` is CLOCK_MONOTONIC in nanoseconds.
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Builds real process trees for zinit's tests")]
+struct Args {
+    /// A unique tag carried in every process's argv.
+    #[arg(long)]
+    tag: String,
+    /// Children of the root, each heading a chain of `--depth` processes.
+    #[arg(long, default_value_t = 0)]
+    width: usize,
+    /// Length of each chain below the root.
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Which processes ignore the stop signals: all, none, root, leaves, or depths like 0,2.
+    #[arg(long, default_value = "none")]
+    ignore_term: String,
+    /// Delay between receiving a stop signal and exiting, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    term_delay_ms: u64,
+    /// Which processes apply `--term-delay-ms` (same syntax as --ignore-term).
+    #[arg(long, default_value = "all")]
+    delay_scope: String,
+    /// Daemons the root starts by double fork (the middle process exits; the daemon calls setsid).
+    #[arg(long, default_value_t = 0)]
+    double_fork: usize,
+    /// Children of the root that call setsid.
+    #[arg(long, default_value_t = 0)]
+    setsid: usize,
+    /// Children of the root that move to their own process group.
+    #[arg(long, default_value_t = 0)]
+    setpgid: usize,
+    /// Parents replace children that die (until they are stopping themselves).
+    #[arg(long)]
+    respawn: bool,
+    /// The root forks short-lived children continuously.
+    #[arg(long)]
+    fork_storm: bool,
+    /// Children of the root that exit at once and are never reaped.
+    #[arg(long, default_value_t = 0)]
+    zombies: usize,
+    /// Which processes stop themselves with SIGSTOP once started.
+    #[arg(long, default_value = "none")]
+    stop_self: String,
+    /// The root listens on this TCP port on 127.0.0.1 (0 = any free port).
+    #[arg(long)]
+    tcp: Option<u16>,
+    /// The root listens on this TCP port on ::1.
+    #[arg(long)]
+    tcp6: Option<u16>,
+    /// The root binds this UDP port on 127.0.0.1.
+    #[arg(long)]
+    udp: Option<u16>,
+    /// The root binds this UDP port on ::1.
+    #[arg(long)]
+    udp6: Option<u16>,
+    /// Append log lines to this file.
+    #[arg(long)]
+    log: Option<std::path::PathBuf>,
+    /// Extra arguments, ignored (room for a filter-matching marker).
+    #[arg(last = true)]
+    rest: Vec<String>,
+}
+
+/// Which processes an option applies to.
+#[derive(Debug, Clone)]
+enum Scope {
+    All,
+    None,
+    Root,
+    Leaves,
+    Depths(Vec<usize>),
+}
+
+impl Scope {
+    fn parse(text: &str) -> Self {
+        match text {
+            "all" => Self::All,
+            "none" => Self::None,
+            "root" => Self::Root,
+            "leaves" => Self::Leaves,
+            list => Self::Depths(
+                list.split(',')
+                    .map(|d| {
+                        d.trim()
+                            .parse()
+                            .expect("scope: all, none, root, leaves or depths")
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn applies(&self, me: &Me) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::Root => me.depth == 0,
+            Self::Leaves => me.leaf,
+            Self::Depths(list) => list.contains(&me.depth),
+        }
+    }
+}
+
+/// What this process is, after the fork that made it.
+#[derive(Debug, Clone)]
+struct Me {
+    depth: usize,
+    role: &'static str,
+    leaf: bool,
+    /// Remaining chain below this process.
+    chain_below: usize,
+    children: Vec<(Pid, &'static str)>,
+    reap: bool,
+}
+
+struct Fixture {
+    args: Args,
+    ignore: Scope,
+    delay: Scope,
+    stop_self: Scope,
+    log: Option<std::fs::File>,
+    report: Option<OwnedFd>,
+}
+
+fn now_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+impl Fixture {
+    fn log(&self, line: String) {
+        if let Some(mut file) = self.log.as_ref() {
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+
+    fn describe(me: &Me) -> String {
+        format!("pid={} depth={} role={}", getpid(), me.depth, me.role)
+    }
+
+    /// Reports this process to the root through the report pipe, then closes it.
+    fn started(&mut self, me: &Me) {
+        self.log(format!(
+            "start {} ppid={} t={}",
+            Self::describe(me),
+            getppid(),
+            now_ns()
+        ));
+        if let Some(fd) = self.report.take() {
+            let line = format!(
+                "proc pid={} ppid={} depth={} role={}\n",
+                getpid(),
+                getppid(),
+                me.depth,
+                me.role
+            );
+            let _ = nix::unistd::write(&fd, line.as_bytes());
+        }
+    }
+
+    /// Forks a child that becomes `child`; returns its pid in the parent.
+    fn spawn(&mut self, me: &mut Me, child: Me) -> Pid {
+        // SAFETY: this program is single-threaded; the child only makes
+        // system calls and continues the same program.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Parent { child: pid } => {
+                me.children.push((pid, child.role));
+                pid
+            }
+            ForkResult::Child => {
+                self.become_(child);
+            }
+        }
+    }
+
+    /// The life of one process after its fork: build its part of the tree,
+    /// report, then serve signals until it exits.
+    fn become_(&mut self, mut me: Me) -> ! {
+        match me.role {
+            "zombie" => {
+                self.started(&me);
+                std::process::exit(0);
+            }
+            "storm" => {
+                std::thread::sleep(Duration::from_millis(20));
+                std::process::exit(0);
+            }
+            "setsid" | "daemon" => {
+                let _ = nix::unistd::setsid();
+            }
+            "setpgid" => {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
+            "middle" => {
+                // The middle of a double fork: start the daemon and vanish.
+                let daemon = Me {
+                    depth: 1,
+                    role: "daemon",
+                    leaf: true,
+                    chain_below: 0,
+                    children: Vec::new(),
+                    reap: true,
+                };
+                self.spawn(&mut me, daemon);
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+        if me.chain_below > 0 {
+            let child = Me {
+                depth: me.depth + 1,
+                role: "node",
+                leaf: me.chain_below == 1,
+                chain_below: me.chain_below - 1,
+                children: Vec::new(),
+                reap: true,
+            };
+            self.spawn(&mut me, child);
+        }
+        self.started(&me);
+        if self.stop_self.applies(&me) {
+            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        }
+        self.serve(me)
+    }
+
+    /// Counts children that have not exited (zombies count as exited).
+    fn live_children(me: &Me) -> usize {
+        me.children
+            .iter()
+            .filter(|(pid, _)| {
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+                matches!(
+                    nix::sys::wait::waitid(nix::sys::wait::Id::Pid(*pid), flags),
+                    Ok(WaitStatus::StillAlive)
+                )
+            })
+            .count()
+    }
+
+    fn serve(&mut self, mut me: Me) -> ! {
+        let stop_signals = [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ];
+        let mut set = SigSet::empty();
+        for sig in stop_signals {
+            set.add(sig);
+        }
+        set.add(Signal::SIGCHLD);
+        set.add(Signal::SIGCONT);
+        let storm = self.args.fork_storm && me.depth == 0;
+        let tick = if storm { 2 } else { 500 };
+        let mut exit_at: Option<u64> = None;
+        loop {
+            let timeout = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: tick * 1_000_000,
+            };
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: valid set, out-pointer and timeout.
+            let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &timeout) };
+            if sig == libc::SIGCHLD {
+                self.reap_and_respawn(&mut me, exit_at.is_some());
+            } else if sig > 0 && sig != libc::SIGCONT {
+                let signal = Signal::try_from(sig).expect("known signal");
+                self.log(format!(
+                    "signal {} sig={} t={} live_children={}",
+                    Self::describe(&me),
+                    signal.as_str(),
+                    now_ns(),
+                    Self::live_children(&me)
+                ));
+                if !self.ignore.applies(&me) && exit_at.is_none() {
+                    let delay = if self.delay.applies(&me) {
+                        self.args.term_delay_ms
+                    } else {
+                        0
+                    };
+                    exit_at = Some(now_ns() + delay * 1_000_000);
+                }
+            } else if storm && exit_at.is_none() {
+                let child = Me {
+                    depth: 1,
+                    role: "storm",
+                    leaf: true,
+                    chain_below: 0,
+                    children: Vec::new(),
+                    reap: true,
+                };
+                self.spawn(&mut me, child);
+                self.reap_and_respawn(&mut me, false);
+            }
+            if let Some(at) = exit_at {
+                if now_ns() >= at {
+                    self.log(format!("exit {} t={}", Self::describe(&me), now_ns()));
+                    std::process::exit(0);
+                }
+            }
+        }
+    }
+
+    fn reap_and_respawn(&mut self, me: &mut Me, stopping: bool) {
+        if !me.reap {
+            return;
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+                    let Some(pos) = me.children.iter().position(|(p, _)| *p == pid) else {
+                        continue;
+                    };
+                    let (_, role) = me.children.remove(pos);
+                    if self.args.respawn && !stopping && role == "node" {
+                        let child = Me {
+                            depth: me.depth + 1,
+                            role,
+                            leaf: me.chain_below <= 1,
+                            chain_below: me.chain_below.saturating_sub(1),
+                            children: Vec::new(),
+                            reap: true,
+                        };
+                        self.spawn(me, child);
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+fn bind_ports(args: &Args) -> (Vec<TcpListener>, Vec<UdpSocket>, String) {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut ports = String::new();
+    for (kind, port, addr) in [("tcp", args.tcp, "127.0.0.1"), ("tcp6", args.tcp6, "::1")] {
+        if let Some(port) = port {
+            let listener = TcpListener::bind((addr, port)).expect("bind tcp");
+            ports += &format!(" {kind}={}", listener.local_addr().expect("addr").port());
+            tcp.push(listener);
+        }
+    }
+    for (kind, port, addr) in [("udp", args.udp, "127.0.0.1"), ("udp6", args.udp6, "::1")] {
+        if let Some(port) = port {
+            let socket = UdpSocket::bind((addr, port)).expect("bind udp");
+            ports += &format!(" {kind}={}", socket.local_addr().expect("addr").port());
+            udp.push(socket);
+        }
+    }
+    (tcp, udp, ports)
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut all = SigSet::all();
+    all.remove(Signal::SIGSEGV);
+    all.remove(Signal::SIGBUS);
+    all.remove(Signal::SIGILL);
+    all.remove(Signal::SIGFPE);
+    all.thread_block().expect("block signals");
+
+    let (sockets_tcp, sockets_udp, ports) = bind_ports(&args);
+    let (report_read, report_write) = nix::unistd::pipe().expect("pipe");
+    let mut fixture = Fixture {
+        ignore: Scope::parse(&args.ignore_term),
+        delay: Scope::parse(&args.delay_scope),
+        stop_self: Scope::parse(&args.stop_self),
+        log: args.log.as_ref().map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open log")
+        }),
+        report: Some(report_write),
+        args: args.clone(),
+    };
+    let mut root = Me {
+        depth: 0,
+        role: "root",
+        leaf: args.width == 0,
+        chain_below: 0,
+        children: Vec::new(),
+        reap: args.zombies == 0,
+    };
+    let chain = Me {
+        depth: 1,
+        role: "node",
+        leaf: args.depth <= 1,
+        chain_below: args.depth.saturating_sub(1),
+        children: Vec::new(),
+        reap: true,
+    };
+    let expected =
+        1 + args.width * args.depth + args.double_fork + args.setsid + args.setpgid + args.zombies;
+    // Children must not hold the read end of the report pipe.
+    let report_raw = report_read.as_raw_fd();
+    let spawn_child = |fixture: &mut Fixture, root: &mut Me, child: Me| {
+        // SAFETY: single-threaded; see Fixture::spawn.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Parent { child: pid } => root.children.push((pid, child.role)),
+            ForkResult::Child => {
+                // SAFETY: closing our copy of the read end.
+                unsafe { libc::close(report_raw) };
+                fixture.become_(child)
+            }
+        }
+    };
+    for _ in 0..args.width {
+        spawn_child(&mut fixture, &mut root, chain.clone());
+    }
+    let single = |role: &'static str| Me {
+        depth: 1,
+        role,
+        leaf: true,
+        chain_below: 0,
+        children: Vec::new(),
+        reap: true,
+    };
+    for _ in 0..args.double_fork {
+        spawn_child(&mut fixture, &mut root, single("middle"));
+    }
+    for _ in 0..args.setsid {
+        spawn_child(&mut fixture, &mut root, single("setsid"));
+    }
+    for _ in 0..args.setpgid {
+        spawn_child(&mut fixture, &mut root, single("setpgid"));
+    }
+    for _ in 0..args.zombies {
+        spawn_child(&mut fixture, &mut root, single("zombie"));
+    }
+    // The middles of double forks exit at once; they are not root's anymore.
+    root.children.retain(|(_, role)| *role != "middle");
+
+    fixture.started(&root);
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    let mut buf = [0u8; 4096];
+    while lines.len() < expected {
+        let n = nix::unistd::read(&report_read, &mut buf).expect("read report");
+        if n == 0 {
+            break;
+        }
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+        while let Some(pos) = pending.find('\n') {
+            lines.push(pending[..pos].to_string());
+            pending.drain(..=pos);
+        }
+    }
+    drop(report_read);
+    let mut out = std::io::stdout().lock();
+    for line in &lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "ready count={}{}", lines.len(), ports);
+    let _ = out.flush();
+    drop(out);
+    // Reap the middles of the double forks.
+    if root.reap {
+        fixture.reap_and_respawn(&mut root, true);
+    }
+    let _keep = (sockets_tcp, sockets_udp);
+    fixture.serve(root)
+}
