@@ -53,6 +53,18 @@ impl Tag {
         modes
     }
 
+    /// Takes over a tag made by another process (the probe, started by a
+    /// test): same text, its own scratch directory.
+    pub fn adopt(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        Self {
+            tag: tag.to_string(),
+            dir,
+            cgroups: std::sync::Mutex::default(),
+        }
+    }
+
     /// The tag text.
     pub fn as_str(&self) -> &str {
         &self.tag
@@ -94,14 +106,21 @@ fn carries_tag(pid: i32, tag: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Live processes whose argv contains `tag` (zombies have no argv).
+/// Live processes whose argv contains `tag` (zombies have no argv), except
+/// this process and its ancestors (a probe carries its test's tag).
 pub fn tagged_pids(tag: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let me = std::process::id() as i32;
+    let mut exclude = vec![me];
+    if let Ok(table) = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Basic) {
+        exclude.extend(table.ancestors(me));
+    }
     let mut pids: Vec<i32> = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| !exclude.contains(pid))
         .filter(|&pid: &i32| carries_tag(pid, tag))
         .collect();
     pids.sort_unstable();

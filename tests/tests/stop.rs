@@ -395,3 +395,79 @@ async fn every_signal_event_matches_a_receipt_in_the_fixture_log() {
         assert_eq!(report.signalled_with(Signal::SIGTERM).len(), 7);
     }
 }
+
+/// A cgroup v1 freezer group, thawed and removed on drop.
+struct V1Freezer(std::path::PathBuf);
+
+impl V1Freezer {
+    fn new(name: &str) -> Option<Self> {
+        let base = std::path::Path::new("/sys/fs/cgroup/freezer");
+        if !base.join("tasks").exists() {
+            return None;
+        }
+        let dir = base.join(name);
+        std::fs::create_dir(&dir).ok()?;
+        Some(Self(dir))
+    }
+
+    fn freeze(&self, pid: i32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("join v1 freezer");
+        std::fs::write(self.0.join("freezer.state"), "FROZEN").expect("freeze");
+    }
+}
+
+impl Drop for V1Freezer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        for _ in 0..200 {
+            let empty = std::fs::read_to_string(self.0.join("cgroup.procs"))
+                .map(|t| t.trim().is_empty())
+                .unwrap_or(true);
+            if empty {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_process_that_cannot_be_killed_is_reported_with_its_reason_not_waited_on() {
+    let tag = Tag::new("unkillable");
+    let Some(freezer) = V1Freezer::new(tag.as_str()) else {
+        eprintln!("skipped: no cgroup v1 freezer on this host");
+        return;
+    };
+    for root in tag.cgroup_modes() {
+        let mut tree = start(&tag, &root, "frozen", &["--width", "1", "--depth", "1"]).await;
+        let leaf = tree.pids_with_role("node")[0];
+        freezer.freeze(leaf);
+        let spec = StopSpec {
+            kill_wait: Duration::from_millis(500),
+            ..spec(500)
+        };
+        let mut members = Members::of_child(&tree.child);
+        let report = stop(&mut members, &spec, None).await.expect("stop runs");
+        assert_eq!(
+            report.outcome,
+            StopOutcome::Incomplete,
+            "{}",
+            mode_name(&root)
+        );
+        assert_eq!(report.leftovers.len(), 1, "{:#?}", report.leftovers);
+        let leftover = &report.leftovers[0];
+        assert_eq!(leftover.pid, leaf);
+        assert!(!leftover.reason.is_empty());
+        assert!(
+            report.elapsed < Duration::from_secs(3),
+            "bounded: {:?}",
+            report.elapsed
+        );
+        // Thaw: the pending SIGKILL lands and the tree is gone.
+        std::fs::write(freezer.0.join("freezer.state"), "THAWED").expect("thaw");
+        tree.child.wait().await.expect("root reaped");
+        let left = wait_gone(&tree.pids(), tag.as_str(), Duration::from_secs(5));
+        assert!(left.is_empty(), "after thaw: {left:?}");
+    }
+}

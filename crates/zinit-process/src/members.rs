@@ -9,7 +9,7 @@
 
 use crate::cgroup::Cgroup;
 use crate::handle::ProcessId;
-use crate::proc_table::{ProcState, ProcessTable};
+use crate::proc_table::{Detail, ProcState, ProcessTable};
 use std::collections::{HashMap, HashSet};
 
 /// A live member of a unit, as of one scan.
@@ -60,6 +60,37 @@ impl Members {
     /// The unit's cgroup, if it has one.
     pub fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// Reads the members from the system now: with a cgroup only its
+    /// processes are read, without one the whole table (a process group or
+    /// session member can be anywhere). Blocking: async callers use
+    /// [`Members::scan_async`].
+    pub fn scan_now(&mut self) -> std::io::Result<Vec<Member>> {
+        let table = match &self.cgroup {
+            Some(cgroup) => ProcessTable::of_pids(cgroup.procs()?, Detail::Basic),
+            None => ProcessTable::snapshot(Detail::Basic)?,
+        };
+        Ok(self.scan(&table))
+    }
+
+    /// [`Members::scan_now`] on a blocking thread, giving up after `bound`
+    /// (a /proc read can hang on a process in uninterruptible sleep).
+    pub async fn scan_async(&mut self, bound: std::time::Duration) -> std::io::Result<Vec<Member>> {
+        let mut copy = self.clone();
+        let read = tokio::task::spawn_blocking(move || copy.scan_now().map(|m| (m, copy)));
+        match tokio::time::timeout(bound, read).await {
+            Ok(Ok(Ok((members, copy)))) => {
+                *self = copy;
+                Ok(members)
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("reading the unit's processes took longer than {bound:?}"),
+            )),
+        }
     }
 
     /// The live (not zombie) members in `table`, deepest first, recording

@@ -134,6 +134,16 @@ impl ProcessTable {
         Ok(Self::from_processes(processes))
     }
 
+    /// Reads only the processes in `pids` (those that still exist).
+    pub fn of_pids(pids: impl IntoIterator<Item = i32>, detail: Detail) -> Self {
+        let mut buf = Vec::with_capacity(512);
+        let processes = pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, read_process(pid, detail, &mut buf)?)))
+            .collect();
+        Self::from_processes(processes)
+    }
+
     /// Reads the table on a blocking thread, giving up after `bound`, so that
     /// a process stuck in uninterruptible sleep cannot stall an async caller.
     pub async fn load(detail: Detail, bound: Duration) -> io::Result<Self> {

@@ -240,10 +240,10 @@ fn prepare_child(join_fd: Option<i32>, user: Option<&(u32, u32, Vec<u32>)>) -> i
     // valid arguments; nothing allocates.
     unsafe {
         check(libc::setsid())?;
-        if let Some(fd) = join_fd {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
+        if let Some(fd) = join_fd
+            && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+        {
+            return Err(io::Error::last_os_error());
         }
         for sig in 1..libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {

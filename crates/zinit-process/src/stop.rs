@@ -13,7 +13,7 @@
 
 use crate::handle::{ProcessHandle, ProcessId};
 use crate::members::{Member, Members};
-use crate::proc_table::{Detail, ProcState, ProcessTable};
+use crate::proc_table::{Detail, ProcState};
 use crate::signal::{Signal, short_name};
 use crate::watch::ExitWatcher;
 use std::collections::{HashMap, HashSet};
@@ -241,10 +241,8 @@ impl<'a> Run<'a> {
         progress: Option<&'a UnboundedSender<StopEvent>>,
     ) -> io::Result<Self> {
         let mut watcher = ExitWatcher::new()?;
-        if let Some(cgroup) = members.cgroup() {
-            if let Ok(events) = cgroup.open_events() {
-                watcher.watch_cgroup(events)?;
-            }
+        if let Some(events) = members.cgroup().and_then(|c| c.open_events().ok()) {
+            watcher.watch_cgroup(events)?;
         }
         Ok(Self {
             members,
@@ -268,8 +266,7 @@ impl<'a> Run<'a> {
     /// Re-reads the tree: adds new members, updates depths, and drops members
     /// that vanished without a pidfd event (handles without a pidfd).
     async fn rescan(&mut self) -> io::Result<Vec<Member>> {
-        let table = ProcessTable::load(Detail::Basic, Duration::from_secs(2)).await?;
-        let members = self.members.scan(&table);
+        let members = self.members.scan_async(Duration::from_secs(2)).await?;
         let current: HashSet<i32> = members.iter().map(|m| m.id.pid).collect();
         for member in &members {
             if let Some(tracked) = self.live.get_mut(&member.id.pid) {
@@ -379,19 +376,20 @@ impl<'a> Run<'a> {
             self.signal_where(|d| d >= level);
             let level_end = (Instant::now() + level_cap).min(graceful_end);
             let mut idle_end = Instant::now() + self.spec.level_idle;
-            loop {
+            // Whether the loop ended on a fresh read of the tree.
+            let fresh = loop {
                 if !self.live.values().any(|t| t.depth >= level) {
                     // Confirm with a fresh read: newcomers below this level
                     // are signalled at once.
                     self.rescan().await?;
                     if !self.live.values().any(|t| t.depth >= level) {
-                        break;
+                        break true;
                     }
                     self.signal_where(|d| d >= level);
                 }
                 let until = level_end.min(idle_end);
                 if Instant::now() >= until {
-                    break;
+                    break false;
                 }
                 let wake = self.watcher.wait(until).await?;
                 if !wake.exited.is_empty() {
@@ -404,8 +402,10 @@ impl<'a> Run<'a> {
                         idle_end = Instant::now() + self.spec.level_idle;
                     }
                 }
+            };
+            if !fresh {
+                self.rescan().await?;
             }
-            self.rescan().await?;
             level = level.saturating_sub(1).min(self.max_depth());
         }
         self.signal_where(|_| true);

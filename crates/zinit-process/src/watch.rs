@@ -98,8 +98,19 @@ impl ExitWatcher {
 
     /// Stops watching `pid`.
     pub fn remove(&mut self, pid: i32) {
-        // Closing the descriptor removes it from the epoll set.
-        self.pidfds.remove(&pid);
+        if let Some(fd) = self.pidfds.remove(&pid) {
+            // Closing our duplicate is not enough: the registration lives as
+            // long as any descriptor of the pidfd does (the handle's, too).
+            // SAFETY: valid epoll fd and registered fd; no event needed for DEL.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.get_ref().as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
     }
 
     /// How many processes are watched.
@@ -159,8 +170,10 @@ impl ExitWatcher {
                 }
             } else {
                 let pid = event.u64 as i32;
-                self.pidfds.remove(&pid);
-                wake.exited.push(pid);
+                if self.pidfds.contains_key(&pid) {
+                    self.remove(pid);
+                    wake.exited.push(pid);
+                }
             }
         }
         Ok(wake)

@@ -284,10 +284,16 @@ impl Fixture {
         let tick = if storm { 2 } else { 500 };
         let mut exit_at: Option<u64> = None;
         loop {
+            // Wake at the next tick, or when a delayed exit is due.
+            let mut wait_ns = tick * 1_000_000;
+            if let Some(at) = exit_at {
+                wait_ns = wait_ns.min(at.saturating_sub(now_ns()));
+            }
             let timeout = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: tick * 1_000_000,
+                tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
             };
+            // SAFETY: an all-zero siginfo is a valid out-parameter.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: valid set, out-pointer and timeout.
             let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &timeout) };
@@ -322,11 +328,9 @@ impl Fixture {
                 self.spawn(&mut me, child);
                 self.reap_and_respawn(&mut me, false);
             }
-            if let Some(at) = exit_at {
-                if now_ns() >= at {
-                    self.log(format!("exit {} t={}", Self::describe(&me), now_ns()));
-                    std::process::exit(0);
-                }
+            if exit_at.is_some_and(|at| now_ns() >= at) {
+                self.log(format!("exit {} t={}", Self::describe(&me), now_ns()));
+                std::process::exit(0);
             }
         }
     }
@@ -463,8 +467,14 @@ fn main() {
     // The middles of double forks exit at once; they are not root's anymore.
     root.children.retain(|(_, role)| *role != "middle");
 
+    // The root is the pipe's reader: it must not block writing to it.
+    fixture.report = None;
     fixture.started(&root);
-    let mut lines = Vec::new();
+    let mut lines = vec![format!(
+        "proc pid={} ppid={} depth=0 role=root",
+        getpid(),
+        getppid()
+    )];
     let mut pending = String::new();
     let mut buf = [0u8; 4096];
     while lines.len() < expected {
