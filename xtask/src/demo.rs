@@ -145,15 +145,11 @@ async fn demo(fixture: &str, tag: &str, cgroups: Option<&CgroupRoot>) -> Result<
                     signal,
                     at,
                     ..
-                } if signal != Signal::SIGCONT => {
-                    if depth == 0 || signal == Signal::SIGKILL {
-                        println!(
-                            "  {:>6.2}s {name:<9} {} -> pid {pid} (depth {depth})",
-                            at.as_secs_f64(),
-                            signal.as_str()
-                        );
-                    }
-                }
+                } if depth == 0 || signal == Signal::SIGKILL => println!(
+                    "  {:>6.2}s {name:<9} {} -> pid {pid} (depth {depth})",
+                    at.as_secs_f64(),
+                    signal.as_str()
+                ),
                 StopEvent::Waiting { remaining, at } => println!(
                     "  {:>6.2}s {name:<9} waiting for {} process(es), first: pid {} ({})",
                     at.as_secs_f64(),
