@@ -17,13 +17,59 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
-    crate::run(&cargo, &["test", "--workspace", "--no-fail-fast"])?;
+    let (passed, failed, ok) = cargo_test(&cargo)?;
     let leaked = leaked_processes();
     if !leaked.is_empty() {
-        bail!("the tests left processes behind:\n{}", leaked.join("\n"));
+        println!("the tests left processes behind:\n{}", leaked.join("\n"));
     }
-    eprintln!("xtask test: fmt, clippy and every test passed; no process left behind");
+    // One closing line for the whole suite.
+    println!("tests: {passed} passed, {failed} failed");
+    if !ok || failed > 0 {
+        bail!("some tests failed");
+    }
+    if !leaked.is_empty() {
+        bail!("the tests left processes behind");
+    }
     Ok(())
+}
+
+/// Runs the whole test suite, echoing its output, and adds up the
+/// `test result:` lines of every test binary.
+fn cargo_test(cargo: &str) -> Result<(u64, u64, bool)> {
+    use std::io::BufRead;
+    let args = ["test", "--workspace", "--no-fail-fast", "--color", "never"];
+    eprintln!("$ {cargo} {}", args.join(" "));
+    let mut child = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(crate::root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, "passed");
+            failed += count(rest, "failed");
+        }
+    }
+    let status = child.wait()?;
+    Ok((passed, failed, status.success()))
+}
+
+/// The number before `word` in "ok. 5 passed; 0 failed; ...".
+fn count(summary: &str, word: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(word)
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Processes still running a binary from this workspace's target directory.

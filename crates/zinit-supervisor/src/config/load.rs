@@ -1,0 +1,175 @@
+//! Loading a config directory: every `*.yaml` / `*.yml` file, then the
+//! checks across files (duplicates, missing dependencies, cycles).
+
+use super::{ConfigError, ServiceConfig, parse_service};
+use crate::graph;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a directory holds: the valid services and, by name, the errors of
+/// the files (or dependencies) that are not.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSet {
+    /// Valid services by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Invalid services by name, with every problem found.
+    pub invalid: BTreeMap<String, Vec<ConfigError>>,
+}
+
+impl ConfigSet {
+    /// Every error, ordered by service name.
+    pub fn errors(&self) -> Vec<ConfigError> {
+        self.invalid.values().flatten().cloned().collect()
+    }
+
+    /// Every warning of the valid services.
+    pub fn warnings(&self) -> Vec<String> {
+        self.services
+            .values()
+            .flat_map(|s| s.warnings.iter().cloned())
+            .collect()
+    }
+}
+
+fn is_service_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    !hidden
+        && path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+}
+
+/// Reads and validates one service file; its stem is the service name.
+pub fn parse_file(path: &Path) -> Result<ServiceConfig, Vec<ConfigError>> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if !is_service_file(path) {
+        return Err(vec![ConfigError::file(
+            path,
+            "a service file's name ends in .yaml or .yml",
+        )]);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError::file(
+            path,
+            format!("cannot read the file: {e}"),
+        )]
+    })?;
+    parse_service(path, &name, &text)
+}
+
+/// Loads every service file in `dir`. Fails only when the directory itself
+/// cannot be read; problems in files land in [`ConfigSet::invalid`].
+pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::file(dir, format!("cannot read the config directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_service_file(p) && p.is_file())
+        .collect();
+    files.sort();
+
+    let mut set = ConfigSet::default();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for path in files {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(first) = seen.get(&name) {
+            let error = ConfigError::file(
+                &path,
+                format!(
+                    "duplicate service {name:?}: {} defines it too",
+                    first.display()
+                ),
+            );
+            set.services.remove(&name);
+            set.invalid.entry(name).or_default().push(error);
+            continue;
+        }
+        seen.insert(name.clone(), path.clone());
+        match parse_file(&path) {
+            Ok(service) => {
+                set.services.insert(name, service);
+            }
+            Err(errors) => {
+                set.invalid.entry(name).or_default().extend(errors);
+            }
+        }
+    }
+    check_dependencies(&mut set);
+    Ok(set)
+}
+
+/// Marks services whose dependencies are missing, invalid or in a cycle as
+/// invalid, until nothing changes.
+pub(crate) fn check_dependencies(set: &mut ConfigSet) {
+    loop {
+        let mut broken: Vec<(String, ConfigError)> = Vec::new();
+        for service in set.services.values() {
+            for dep in &service.after {
+                if set.services.contains_key(dep) {
+                    continue;
+                }
+                let why = if set.invalid.contains_key(dep) {
+                    "depends on a service whose file is invalid"
+                } else {
+                    "depends on a service that does not exist"
+                };
+                let line = service
+                    .source
+                    .lines()
+                    .position(|l| l.contains(dep.as_str()))
+                    .map(|i| i + 1);
+                broken.push((
+                    service.name.clone(),
+                    ConfigError::field(&service.file, "after", Some(format!("{dep:?}")), why)
+                        .at_line(line),
+                ));
+            }
+        }
+        if broken.is_empty() {
+            break;
+        }
+        for (name, error) in broken {
+            set.services.remove(&name);
+            set.invalid.entry(name).or_default().push(error);
+        }
+    }
+    let deps: BTreeMap<String, Vec<String>> = set
+        .services
+        .iter()
+        .map(|(name, s)| (name.clone(), s.after.clone()))
+        .collect();
+    for cycle in graph::cycles(&deps) {
+        let shown = format!("{} -> {}", cycle.join(" -> "), cycle[0]);
+        for name in &cycle {
+            if let Some(service) = set.services.remove(name) {
+                let error = ConfigError::field(
+                    &service.file,
+                    "after",
+                    None,
+                    format!("dependency cycle: {shown}"),
+                );
+                set.invalid.entry(name.clone()).or_default().push(error);
+            }
+        }
+    }
+    // Services that depended on a cycle member are now missing a dependency.
+    if set
+        .services
+        .values()
+        .any(|s| s.after.iter().any(|d| !set.services.contains_key(d)))
+    {
+        check_dependencies(set);
+    }
+}
