@@ -35,8 +35,8 @@ async fn start(tag: &Tag, root: &Option<CgroupRoot>, name: &str, args: &[&str]) 
 
 /// Stops the tree, reaps its root, and asserts that every reported process is gone.
 async fn stop_and_check(tag: &Tag, tree: &mut Tree, spec: &StopSpec) -> zinit_process::StopReport {
-    let mut members = Members::of_child(&tree.child);
-    let report = stop(&mut members, spec, None).await.expect("stop runs");
+    let members = Members::of_child(&tree.child);
+    let report = stop(&members, spec, None).await.expect("stop runs");
     tree.child.wait().await.expect("root reaped");
     let left = wait_gone(&tree.pids(), tag.as_str(), Duration::from_secs(2));
     assert!(left.is_empty(), "survivors {left:?} after {report:#?}");
@@ -369,10 +369,8 @@ async fn every_signal_event_matches_a_receipt_in_the_fixture_log() {
     for root in tag.cgroup_modes() {
         let mut tree = start(&tag, &root, "events", &["--width", "2", "--depth", "3"]).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut members = Members::of_child(&tree.child);
-        let report = stop(&mut members, &spec(5_000), Some(&tx))
-            .await
-            .expect("stop");
+        let members = Members::of_child(&tree.child);
+        let report = stop(&members, &spec(5_000), Some(&tx)).await.expect("stop");
         tree.child.wait().await.expect("reaped");
         drop(tx);
         let mut live = Vec::new();
@@ -447,8 +445,8 @@ async fn a_process_that_cannot_be_killed_is_reported_with_its_reason_not_waited_
             kill_wait: Duration::from_millis(500),
             ..spec(500)
         };
-        let mut members = Members::of_child(&tree.child);
-        let report = stop(&mut members, &spec, None).await.expect("stop runs");
+        let members = Members::of_child(&tree.child);
+        let report = stop(&members, &spec, None).await.expect("stop runs");
         assert_eq!(
             report.outcome,
             StopOutcome::Incomplete,

@@ -223,8 +223,8 @@ async fn stop_polite(bench: &Bench) -> Result<()> {
 
     let mut tree = Tree::start(bench, &shape)?;
     let start = Instant::now();
-    let mut members = Members::of_child(&tree.child);
-    let report = stop(&mut members, &StopSpec::default(), None).await?;
+    let members = Members::of_child(&tree.child);
+    let report = stop(&members, &StopSpec::default(), None).await?;
     tree.child.wait().await?;
     let zinit = start.elapsed();
     let (exited, killed) = report.exit_counts();
@@ -298,8 +298,8 @@ async fn waiting_cpu(bench: &Bench) -> Result<()> {
         ..StopSpec::default()
     };
     let cpu = cpu_time();
-    let mut members = Members::of_child(&tree.child);
-    stop(&mut members, &spec, None).await?;
+    let members = Members::of_child(&tree.child);
+    stop(&members, &spec, None).await?;
     let zinit = cpu_time() - cpu;
     tree.child.wait().await?;
     drop(tree);

@@ -127,8 +127,8 @@ async fn demo(fixture: &str, tag: &str, cgroups: Option<&CgroupRoot>) -> Result<
                     let _ = tx.send((service.name, event));
                 }
             });
-            let mut members = Members::of_child(&child);
-            let report = stop(&mut members, &service.spec, Some(&events_tx)).await;
+            let members = Members::of_child(&child);
+            let report = stop(&members, &service.spec, Some(&events_tx)).await;
             drop(events_tx);
             let _ = forward.await;
             let _ = child.wait().await;

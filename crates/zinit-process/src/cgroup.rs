@@ -118,7 +118,9 @@ impl Cgroup {
 
     /// The pids in the cgroup (zombies are not listed by the kernel).
     pub fn procs(&self) -> io::Result<Vec<i32>> {
-        let text = fs::read_to_string(self.path.join("cgroup.procs"))?;
+        let path = self.path.join("cgroup.procs");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 

@@ -11,6 +11,7 @@ use crate::cgroup::Cgroup;
 use crate::handle::ProcessId;
 use crate::proc_table::{Detail, ProcState, ProcessTable};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// A live member of a unit, as of one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +30,13 @@ pub struct Member {
 }
 
 /// The membership rule of one unit, with the identities recorded so far.
+/// Clones share the recorded set, so every scan (by a monitor, a stop, a
+/// stats call) adds to the same record.
 #[derive(Debug, Clone)]
 pub struct Members {
     root: ProcessId,
     cgroup: Option<Cgroup>,
-    recorded: HashSet<ProcessId>,
+    recorded: Arc<Mutex<HashSet<ProcessId>>>,
 }
 
 impl Members {
@@ -43,7 +46,7 @@ impl Members {
         Self {
             root,
             cgroup,
-            recorded: HashSet::new(),
+            recorded: Arc::default(),
         }
     }
 
@@ -66,8 +69,10 @@ impl Members {
     /// processes are read, without one the whole table (a process group or
     /// session member can be anywhere). Blocking: async callers use
     /// [`Members::scan_async`].
-    pub fn scan_now(&mut self) -> std::io::Result<Vec<Member>> {
+    pub fn scan_now(&self) -> std::io::Result<Vec<Member>> {
         let table = match &self.cgroup {
+            // A cgroup that is gone has no processes.
+            Some(cgroup) if !cgroup.path().exists() => ProcessTable::default(),
             Some(cgroup) => ProcessTable::of_pids(cgroup.procs()?, Detail::Basic),
             None => ProcessTable::snapshot(Detail::Basic)?,
         };
@@ -76,14 +81,11 @@ impl Members {
 
     /// [`Members::scan_now`] on a blocking thread, giving up after `bound`
     /// (a /proc read can hang on a process in uninterruptible sleep).
-    pub async fn scan_async(&mut self, bound: std::time::Duration) -> std::io::Result<Vec<Member>> {
-        let mut copy = self.clone();
-        let read = tokio::task::spawn_blocking(move || copy.scan_now().map(|m| (m, copy)));
+    pub async fn scan_async(&self, bound: std::time::Duration) -> std::io::Result<Vec<Member>> {
+        let copy = self.clone();
+        let read = tokio::task::spawn_blocking(move || copy.scan_now());
         match tokio::time::timeout(bound, read).await {
-            Ok(Ok(Ok((members, copy)))) => {
-                *self = copy;
-                Ok(members)
-            }
+            Ok(Ok(Ok(members))) => Ok(members),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => Err(std::io::Error::new(
@@ -95,7 +97,7 @@ impl Members {
 
     /// The live (not zombie) members in `table`, deepest first, recording
     /// them for later scans.
-    pub fn scan(&mut self, table: &ProcessTable) -> Vec<Member> {
+    pub fn scan(&self, table: &ProcessTable) -> Vec<Member> {
         let protected = protected_pids(table);
         let mut set: HashSet<i32> = HashSet::new();
         let mut seeds: Vec<i32> = Vec::new();
@@ -117,12 +119,8 @@ impl Members {
                     .filter(|p| p.pgid == leader || p.sid == leader)
                     .map(|p| p.pid),
             );
-            seeds.extend(
-                self.recorded
-                    .iter()
-                    .filter(|id| is_same(id))
-                    .map(|id| id.pid),
-            );
+            let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            seeds.extend(recorded.iter().filter(|id| is_same(id)).map(|id| id.pid));
         }
         while let Some(pid) = seeds.pop() {
             if protected.contains(&pid) || !set.insert(pid) {
@@ -156,8 +154,9 @@ impl Members {
             })
             .collect();
         members.sort_unstable_by(|a, b| b.depth.cmp(&a.depth).then(a.id.pid.cmp(&b.id.pid)));
-        self.recorded.retain(is_same);
-        self.recorded.extend(members.iter().map(|m| m.id));
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        recorded.retain(is_same);
+        recorded.extend(members.iter().map(|m| m.id));
         members
     }
 }

@@ -180,7 +180,7 @@ impl StopReport {
 /// `progress` as they happen. Returns when every member is gone, or when
 /// escalation and `kill_wait` are over.
 pub async fn stop(
-    members: &mut Members,
+    members: &Members,
     spec: &StopSpec,
     progress: Option<&UnboundedSender<StopEvent>>,
 ) -> io::Result<StopReport> {
@@ -224,7 +224,7 @@ struct Tracked {
 }
 
 struct Run<'a> {
-    members: &'a mut Members,
+    members: &'a Members,
     spec: &'a StopSpec,
     progress: Option<&'a UnboundedSender<StopEvent>>,
     start: Instant,
@@ -236,7 +236,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(
-        members: &'a mut Members,
+        members: &'a Members,
         spec: &'a StopSpec,
         progress: Option<&'a UnboundedSender<StopEvent>>,
     ) -> io::Result<Self> {

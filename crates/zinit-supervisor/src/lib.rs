@@ -5,5 +5,17 @@
 //! readiness tests, output capture and the event stream. It drives processes
 //! through `zinit-process` and knows nothing of gRPC.
 
+mod actor;
+pub mod backoff;
 pub mod config;
+pub mod events;
 pub mod graph;
+pub mod logs;
+pub mod state;
+pub mod stats;
+pub mod stopping;
+mod supervisor;
+pub mod unit;
+
+pub use supervisor::{JobSpec, Options, ReloadSummary, StopResult, Supervisor, SupervisorError};
+pub use unit::{UnitKind, UnitStatus};

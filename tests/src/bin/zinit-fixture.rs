@@ -38,6 +38,9 @@ struct Args {
     /// Length of each chain below the root.
     #[arg(long, default_value_t = 1)]
     depth: usize,
+    /// The signals that make a process exit (others are only logged).
+    #[arg(long, default_value = "TERM,INT,QUIT")]
+    exit_on: String,
     /// Which processes ignore the stop signals: all, none, root, leaves, or depths like 0,2.
     #[arg(long, default_value = "none")]
     ignore_term: String,
@@ -80,6 +83,21 @@ struct Args {
     /// The root binds this UDP port on ::1.
     #[arg(long)]
     udp6: Option<u16>,
+    /// The root exits by itself this many milliseconds after it is ready.
+    #[arg(long)]
+    exit_after_ms: Option<u64>,
+    /// The exit code for `--exit-after-ms` (and for exits on a stop signal).
+    #[arg(long, default_value_t = 0)]
+    exit_code: i32,
+    /// The root prints this many numbered lines to stdout once ready.
+    #[arg(long, default_value_t = 0)]
+    output_lines: u64,
+    /// The root also prints a line with bytes that are not UTF-8.
+    #[arg(long)]
+    binary_output: bool,
+    /// The root keeps printing a numbered line to stderr every N milliseconds.
+    #[arg(long)]
+    chatty_ms: Option<u64>,
     /// Append log lines to this file.
     #[arg(long)]
     log: Option<std::path::PathBuf>,
@@ -281,8 +299,19 @@ impl Fixture {
         set.add(Signal::SIGCHLD);
         set.add(Signal::SIGCONT);
         let storm = self.args.fork_storm && me.depth == 0;
-        let tick = if storm { 2 } else { 500 };
-        let mut exit_at: Option<u64> = None;
+        let chatty_every = self.args.chatty_ms.filter(|_| me.depth == 0);
+        let tick = match (storm, chatty_every) {
+            (true, _) => 2,
+            (false, Some(ms)) => ms.clamp(1, 500),
+            _ => 500,
+        };
+        let (mut chat, mut next_chat) = (0u64, now_ns());
+        let mut terminating = false;
+        let mut exit_at: Option<u64> = self
+            .args
+            .exit_after_ms
+            .filter(|_| me.depth == 0)
+            .map(|ms| now_ns() + ms * 1_000_000);
         loop {
             // Wake at the next tick, or when a delayed exit is due.
             let mut wait_ns = tick * 1_000_000;
@@ -298,7 +327,7 @@ impl Fixture {
             // SAFETY: valid set, out-pointer and timeout.
             let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &timeout) };
             if sig == libc::SIGCHLD {
-                self.reap_and_respawn(&mut me, exit_at.is_some());
+                self.reap_and_respawn(&mut me, terminating);
             } else if sig > 0 && sig != libc::SIGCONT {
                 let signal = Signal::try_from(sig).expect("known signal");
                 self.log(format!(
@@ -308,15 +337,21 @@ impl Fixture {
                     now_ns(),
                     Self::live_children(&me)
                 ));
-                if !self.ignore.applies(&me) && exit_at.is_none() {
+                let exits = self.args.exit_on.split(',').any(|name| {
+                    signal.as_str().trim_start_matches("SIG")
+                        == name.trim().trim_start_matches("SIG")
+                });
+                if exits && !self.ignore.applies(&me) && !terminating {
+                    terminating = true;
                     let delay = if self.delay.applies(&me) {
                         self.args.term_delay_ms
                     } else {
                         0
                     };
-                    exit_at = Some(now_ns() + delay * 1_000_000);
+                    let at = now_ns() + delay * 1_000_000;
+                    exit_at = Some(exit_at.map_or(at, |earlier| earlier.min(at)));
                 }
-            } else if storm && exit_at.is_none() {
+            } else if storm && !terminating {
                 let child = Me {
                     depth: 1,
                     role: "storm",
@@ -330,7 +365,14 @@ impl Fixture {
             }
             if exit_at.is_some_and(|at| now_ns() >= at) {
                 self.log(format!("exit {} t={}", Self::describe(&me), now_ns()));
-                std::process::exit(0);
+                std::process::exit(self.args.exit_code);
+            }
+            if let Some(every) = chatty_every
+                && now_ns() >= next_chat
+            {
+                chat += 1;
+                let _ = writeln!(std::io::stderr(), "chat {chat}");
+                next_chat = now_ns() + every * 1_000_000;
             }
         }
     }
@@ -494,6 +536,12 @@ fn main() {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "ready count={}{}", lines.len(), ports);
+    for n in 1..=args.output_lines {
+        let _ = writeln!(out, "line {n}");
+    }
+    if args.binary_output {
+        let _ = out.write_all(b"bytes \xff\xfe not utf-8\n");
+    }
     let _ = out.flush();
     drop(out);
     // Reap the middles of the double forks.

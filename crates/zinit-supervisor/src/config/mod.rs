@@ -329,15 +329,16 @@ impl<'a> Checker<'a> {
 
     /// `500ms`, `10s`, `1m 30s`, or a bare number of seconds.
     fn duration(&mut self, field: &str, value: &Value) -> Option<Duration> {
-        if let Some(n) = value.as_f64() {
-            if n.is_finite() && n >= 0.0 {
-                return Some(Duration::from_secs_f64(n));
-            }
+        if let Some(n) = value.as_f64()
+            && n.is_finite()
+            && n >= 0.0
+        {
+            return Some(Duration::from_secs_f64(n));
         }
-        if let Value::String(s) = value {
-            if let Ok(d) = humantime::parse_duration(s.trim()) {
-                return Some(d);
-            }
+        if let Value::String(s) = value
+            && let Ok(d) = humantime::parse_duration(s.trim())
+        {
+            return Some(d);
         }
         self.error(
             field,
@@ -780,6 +781,9 @@ fn parse_restart(c: &mut Checker<'_>, value: Option<&Value>, oneshot: bool) -> R
                 _ => c.error(&field, Some(v), "expected a whole number of restarts"),
             },
         }
+    }
+    if policy.delay < Duration::from_millis(10) {
+        c.error("restart.delay", None, "must be at least 10ms, so that a crash loop never spins");
     }
     if policy.max_delay < policy.delay {
         c.error(

@@ -1,0 +1,286 @@
+//! The public handle: `Supervisor`. Cheap to clone; every call is a message
+//! to the one task that owns all unit state (see `actor`), so transitions
+//! never race.
+
+use crate::actor::{Actor, Msg, Request};
+use crate::config::{ConfigErrors, load_dir};
+use crate::events::{Event, EventBus};
+use crate::logs::{Follower, LogHub, LogLine};
+use crate::stats::{StatsSampler, UnitStats};
+use crate::stopping::UnitStopReport;
+use crate::unit::UnitStatus;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use zinit_process::{CgroupRoot, Signal};
+
+/// Why a request failed. The control plane maps each to a gRPC code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SupervisorError {
+    /// No unit (or job) with that name.
+    #[error("no service or job named {0:?}")]
+    NotFound(String),
+    /// A unit with that name exists already.
+    #[error("a service named {0:?} exists already")]
+    AlreadyExists(String),
+    /// Configuration problems (reload is all-or-nothing; add checks one file).
+    #[error("invalid configuration:\n{0}")]
+    InvalidConfig(ConfigErrors),
+    /// The request does not fit the unit's state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A shutdown is running: no new starts, restarts or jobs.
+    #[error("zinit is shutting down: no new starts, restarts or jobs")]
+    ShuttingDown,
+    /// Bad arguments.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operating system refused something.
+    #[error("{0}")]
+    Io(String),
+    /// The supervisor task is gone.
+    #[error("the supervisor has stopped")]
+    Gone,
+}
+
+/// How to start a supervisor.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config directory.
+    pub config_dir: PathBuf,
+    /// Where each unit gets its own cgroup (`None`: process groups only).
+    pub cgroups: Option<CgroupRoot>,
+    /// Lines kept per unit.
+    pub log_lines: usize,
+    /// Bytes of text kept per unit.
+    pub log_bytes: usize,
+}
+
+impl Options {
+    /// Defaults for `config_dir`: cgroups where the host allows them
+    /// ([`CgroupRoot::detect`]), 10,000 lines or 1 MiB of output per unit.
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config_dir: config_dir.into(),
+            cgroups: CgroupRoot::detect(),
+            log_lines: 10_000,
+            log_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New services, started.
+    pub added: Vec<String>,
+    /// Services whose files were deleted, stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Services whose files changed, restarted with the new file.
+    pub changed: Vec<String>,
+    /// Services left alone.
+    pub unchanged: Vec<String>,
+}
+
+/// What a stop did, and who still depends on the stopped unit.
+#[derive(Debug, Clone)]
+pub struct StopResult {
+    /// The unit's status after the stop.
+    pub status: UnitStatus,
+    /// The stop's report (`None` when nothing was running).
+    pub report: Option<UnitStopReport>,
+    /// Running units that depend on it (they keep running).
+    pub running_dependents: Vec<String>,
+}
+
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSpec {
+    /// The oneshot (or any) service file `NAME` from the config directory.
+    Named(String),
+    /// An ad-hoc command.
+    Command(Vec<String>),
+}
+
+/// The supervisor.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    tx: mpsc::UnboundedSender<Msg>,
+    hub: Arc<LogHub>,
+    events: EventBus,
+    stats: Arc<StatsSampler>,
+    config_dir: PathBuf,
+    cgroups: Option<CgroupRoot>,
+}
+
+impl Supervisor {
+    /// Loads the config directory and starts every valid service. Invalid
+    /// files are listed (with their errors) but do not stop the others.
+    /// Needs a tokio runtime. Fails only if the directory cannot be read.
+    pub fn start(options: Options) -> Result<Self, SupervisorError> {
+        let set = load_dir(&options.config_dir)
+            .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
+        for warning in set.warnings() {
+            tracing::warn!("{warning}");
+        }
+        for error in set.errors() {
+            tracing::error!("{error}");
+        }
+        let cgroups = options.cgroups.clone();
+        let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes, 4096));
+        let events = EventBus::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor::new(
+            options.config_dir.clone(),
+            cgroups.clone(),
+            hub.clone(),
+            events.clone(),
+            tx.clone(),
+            set,
+        );
+        tokio::spawn(actor.run(rx));
+        Ok(Self {
+            tx,
+            hub,
+            events,
+            stats: Arc::new(StatsSampler::default()),
+            config_dir: options.config_dir,
+            cgroups,
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Req(make(reply)))
+            .map_err(|_| SupervisorError::Gone)?;
+        answer.await.map_err(|_| SupervisorError::Gone)
+    }
+
+    /// The config directory.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// The cgroup directory of this supervisor's units, if it uses cgroups.
+    pub fn cgroup_root(&self) -> Option<&CgroupRoot> {
+        self.cgroups.as_ref()
+    }
+
+    /// Every unit (services, invalid files, jobs), by name.
+    pub async fn list(&self) -> Result<Vec<UnitStatus>, SupervisorError> {
+        self.ask(Request::List).await
+    }
+
+    /// One unit.
+    pub async fn status(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Status(name.to_string(), r)).await?
+    }
+
+    /// Starts a unit; with `wait`, returns once it is running (ready) or has
+    /// failed (a oneshot: once it has exited).
+    pub async fn start_unit(&self, name: &str, wait: bool) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Start(name.to_string(), wait, r))
+            .await?
+    }
+
+    /// Stops a unit (its dependents keep running) and returns what happened.
+    pub async fn stop_unit(&self, name: &str) -> Result<StopResult, SupervisorError> {
+        self.ask(|r| Request::Stop(name.to_string(), r)).await?
+    }
+
+    /// Stops (if running) and starts a unit; returns once it runs or failed.
+    pub async fn restart_unit(&self, name: &str) -> Result<UnitStatus, SupervisorError> {
+        self.ask(|r| Request::Restart(name.to_string(), r)).await?
+    }
+
+    /// Validates a service file, copies it into the config directory (so a
+    /// reload keeps it) and starts the service. Returns its name.
+    pub async fn add(&self, file: &Path) -> Result<String, SupervisorError> {
+        self.ask(|r| Request::Add(file.to_path_buf(), r)).await?
+    }
+
+    /// Stops a service and deletes its file.
+    pub async fn remove(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Request::Remove(name.to_string(), r)).await?
+    }
+
+    /// Re-reads the config directory, all or nothing.
+    pub async fn reload(&self) -> Result<ReloadSummary, SupervisorError> {
+        self.ask(Request::Reload).await?
+    }
+
+    /// Sends `signal` to a unit's main process, or with `all` to every
+    /// process of the unit. Returns the pids signalled.
+    pub async fn signal(
+        &self,
+        name: &str,
+        signal: Signal,
+        all: bool,
+    ) -> Result<Vec<i32>, SupervisorError> {
+        self.ask(|r| Request::Signal(name.to_string(), signal, all, r))
+            .await?
+    }
+
+    /// Runs a job; returns its name (`job-N`).
+    pub async fn run_job(&self, spec: JobSpec) -> Result<String, SupervisorError> {
+        self.ask(|r| Request::RunJob(spec, r)).await?
+    }
+
+    /// Every job, oldest first.
+    pub async fn jobs(&self) -> Result<Vec<UnitStatus>, SupervisorError> {
+        let all = self.list().await?;
+        let mut jobs: Vec<UnitStatus> = all
+            .into_iter()
+            .filter(|u| matches!(u.kind, crate::unit::UnitKind::Job { .. }))
+            .collect();
+        jobs.sort_by_key(|u| match u.kind {
+            crate::unit::UnitKind::Job { id, .. } => id,
+            _ => 0,
+        });
+        Ok(jobs)
+    }
+
+    /// CPU and memory of every running unit (or one).
+    pub async fn stats(&self, name: Option<&str>) -> Result<Vec<UnitStats>, SupervisorError> {
+        let units = self
+            .ask(|r| Request::Members(name.map(str::to_string), r))
+            .await??;
+        let sampler = self.stats.clone();
+        tokio::task::spawn_blocking(move || sampler.sample(units))
+            .await
+            .map_err(|e| SupervisorError::Io(e.to_string()))
+    }
+
+    /// The kept output of a unit (all units when `None`), the last `last` lines.
+    pub async fn logs(
+        &self,
+        name: Option<&str>,
+        last: Option<usize>,
+    ) -> Result<Vec<Arc<LogLine>>, SupervisorError> {
+        if let Some(name) = name {
+            self.status(name).await?;
+        }
+        Ok(self.hub.snapshot(name, last))
+    }
+
+    /// As [`Supervisor::logs`], and a follower for the lines after those.
+    pub async fn follow_logs(
+        &self,
+        name: Option<&str>,
+        last: Option<usize>,
+    ) -> Result<(Vec<Arc<LogLine>>, Follower), SupervisorError> {
+        if let Some(name) = name {
+            self.status(name).await?;
+        }
+        Ok(self.hub.follow(name, last))
+    }
+
+    /// The event stream from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
