@@ -52,6 +52,9 @@ pub struct StopSpec {
     pub kill_wait: Duration,
     /// How often a "still waiting" event is sent while members remain.
     pub progress_every: Duration,
+    /// When this becomes true, the rest of the graceful budget is skipped
+    /// (escalation starts at once).
+    pub hurry: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for StopSpec {
@@ -64,6 +67,7 @@ impl Default for StopSpec {
             main_grace: Duration::from_secs(1),
             kill_wait: Duration::from_secs(2),
             progress_every: Duration::from_secs(1),
+            hurry: None,
         }
     }
 }
@@ -232,6 +236,9 @@ struct Run<'a> {
     live: HashMap<i32, Tracked>,
     gone: HashSet<ProcessId>,
     events: Vec<StopEvent>,
+    hurry: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The caller asked to skip the rest of the graceful budget.
+    hurried: bool,
 }
 
 impl<'a> Run<'a> {
@@ -253,7 +260,26 @@ impl<'a> Run<'a> {
             live: HashMap::new(),
             gone: HashSet::new(),
             events: Vec::new(),
+            hurried: spec.hurry.as_ref().is_some_and(|h| *h.borrow()),
+            hurry: spec.hurry.clone(),
         })
+    }
+
+    /// Waits for exits until `until`, or until the caller hurries us.
+    async fn wait(&mut self, until: Instant) -> io::Result<crate::watch::Wake> {
+        if self.hurried {
+            return Ok(crate::watch::Wake::default());
+        }
+        let Some(mut hurry) = self.hurry.clone() else {
+            return self.watcher.wait(until).await;
+        };
+        tokio::select! {
+            wake = self.watcher.wait(until) => wake,
+            _ = hurry.wait_for(|h| *h) => {
+                self.hurried = true;
+                Ok(crate::watch::Wake::default())
+            }
+        }
     }
 
     fn emit(&mut self, event: StopEvent) {
@@ -388,10 +414,10 @@ impl<'a> Run<'a> {
                     self.signal_where(|d| d >= level);
                 }
                 let until = level_end.min(idle_end);
-                if Instant::now() >= until {
+                if Instant::now() >= until || self.hurried {
                     break false;
                 }
-                let wake = self.watcher.wait(until).await?;
+                let wake = self.wait(until).await?;
                 if !wake.exited.is_empty() {
                     let level_exits = wake
                         .exited
@@ -418,7 +444,7 @@ impl<'a> Run<'a> {
         if self.live.contains_key(&root) {
             self.send(root, self.spec.signal);
             while self.live.contains_key(&root) {
-                let wake = self.watcher.wait(graceful_end).await?;
+                let wake = self.wait(graceful_end).await?;
                 if wake.is_timeout() {
                     return Ok(());
                 }
@@ -444,10 +470,10 @@ impl<'a> Run<'a> {
                 }
             }
             let now = Instant::now();
-            if now >= until {
+            if now >= until || self.hurried {
                 return Ok(());
             }
-            let wake = self.watcher.wait(until.min(next_progress)).await?;
+            let wake = self.wait(until.min(next_progress)).await?;
             self.record_exits(&wake.exited);
             if Instant::now() >= next_progress {
                 next_progress += self.spec.progress_every;

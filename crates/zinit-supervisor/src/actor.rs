@@ -13,7 +13,7 @@ use crate::events::{EventBus, EventKind};
 use crate::logs::{LogHub, RotatingFile, Sinks, Stream, capture};
 use crate::state::State;
 use crate::stopping::{UnitStopReport, command_for, stop_unit};
-use crate::supervisor::{JobSpec, ReloadSummary, StopResult, SupervisorError};
+use crate::supervisor::{JobSpec, ReloadSummary, ShutdownUnit, StopResult, SupervisorError};
 use crate::unit::{Instance, Then, Unit, UnitKind, UnitStatus};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -33,12 +33,20 @@ pub(crate) enum Request {
     Start(String, bool, Reply<UnitStatus>),
     Stop(String, Reply<StopResult>),
     Restart(String, Reply<UnitStatus>),
-    Add(PathBuf, Reply<String>),
+    Add {
+        source: PathBuf,
+        file_name: String,
+        text: String,
+        reply: Reply<String>,
+    },
     Remove(String, Reply<()>),
     Reload(Reply<ReloadSummary>),
     Signal(String, Signal, bool, Reply<Vec<i32>>),
     RunJob(JobSpec, Reply<String>),
     Members(Option<String>, Reply<Vec<(String, Members)>>),
+    BeginShutdown(oneshot::Sender<Vec<ShutdownUnit>>),
+    Configs(oneshot::Sender<Vec<Arc<ServiceConfig>>>),
+    UnitShutDown(String, String),
 }
 
 /// Everything the actor handles.
@@ -88,6 +96,8 @@ pub(crate) struct Actor {
     stop_waiters: HashMap<String, Vec<Reply<StopResult>>>,
     remove_waiters: HashMap<String, Vec<Reply<()>>>,
     last_stop: HashMap<String, UnitStopReport>,
+    /// Set by the shutdown: no new starts, restarts or jobs.
+    intake_frozen: bool,
 }
 
 impl Actor {
@@ -113,6 +123,7 @@ impl Actor {
             stop_waiters: HashMap::new(),
             remove_waiters: HashMap::new(),
             last_stop: HashMap::new(),
+            intake_frozen: false,
         };
         for (name, config) in set.services {
             let mut unit = Unit::new(Arc::new(config), UnitKind::Service);
@@ -186,6 +197,9 @@ impl Actor {
     /// Starts every wanted unit whose dependencies are satisfied; marks the
     /// others blocked with what they wait for.
     fn reconcile(&mut self) {
+        if self.intake_frozen {
+            return;
+        }
         let names: Vec<String> = self.units.keys().cloned().collect();
         for name in names {
             let unit = &self.units[&name];
@@ -604,8 +618,13 @@ impl Actor {
             Request::Start(name, wait, reply) => self.start(&name, wait, reply),
             Request::Stop(name, reply) => self.stop(&name, reply),
             Request::Restart(name, reply) => self.restart(&name, reply),
-            Request::Add(path, reply) => {
-                let _ = reply.send(self.add(&path));
+            Request::Add {
+                source,
+                file_name,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.add(&source, &file_name, &text));
             }
             Request::Remove(name, reply) => self.remove(&name, reply),
             Request::Reload(reply) => {
@@ -620,7 +639,70 @@ impl Actor {
             Request::Members(name, reply) => {
                 let _ = reply.send(self.members(name.as_deref()));
             }
+            Request::Configs(reply) => {
+                let _ = reply.send(self.units.values().map(|u| u.config.clone()).collect());
+            }
+            Request::BeginShutdown(reply) => {
+                let _ = reply.send(self.begin_shutdown());
+            }
+            Request::UnitShutDown(name, reason) => {
+                if self
+                    .units
+                    .get(&name)
+                    .is_some_and(|u| u.state == State::Stopping)
+                {
+                    if let Some(unit) = self.units.get_mut(&name)
+                        && let Some(instance) = unit.instance.as_mut()
+                    {
+                        instance.alive = false;
+                    }
+                    self.set_state(&name, State::Stopped, reason);
+                }
+            }
         }
+    }
+
+    /// Freezes intake and hands every unit with live processes to the
+    /// shutdown: nothing starts or restarts from here on.
+    fn begin_shutdown(&mut self) -> Vec<ShutdownUnit> {
+        self.intake_frozen = true;
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        let mut out = Vec::new();
+        for name in names {
+            let unit = self.units.get_mut(&name).expect("listed");
+            unit.wanted = false;
+            unit.op += 1;
+            unit.then = Then::Rest;
+            let alive = unit.alive();
+            let instance = unit.instance.clone();
+            let config = unit.config.clone();
+            match unit.state {
+                State::BackOff | State::Blocked if !alive => {
+                    self.set_state(&name, State::Stopped, "shutdown: not restarted");
+                }
+                _ if alive => {
+                    if self.units[&name].state != State::Stopping {
+                        self.set_state(&name, State::Stopping, "shutting down");
+                    }
+                    let instance = instance.expect("alive");
+                    out.push(ShutdownUnit {
+                        name: name.clone(),
+                        after: config.after.clone(),
+                        config,
+                        pid: instance.pid,
+                        members: instance.members,
+                        job: matches!(self.units[&name].kind, UnitKind::Job { .. }),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for (_, waiters) in self.start_waiters.drain() {
+            for reply in waiters {
+                let _ = reply.send(Err(SupervisorError::ShuttingDown));
+            }
+        }
+        out
     }
 
     fn list(&self) -> Vec<UnitStatus> {
@@ -662,6 +744,10 @@ impl Actor {
     }
 
     fn start(&mut self, name: &str, wait: bool, reply: Reply<UnitStatus>) {
+        if self.intake_frozen {
+            let _ = reply.send(Err(SupervisorError::ShuttingDown));
+            return;
+        }
         if let Err(e) = self.unit_or_error(name) {
             let _ = reply.send(Err(e));
             return;
@@ -713,6 +799,10 @@ impl Actor {
     }
 
     fn stop(&mut self, name: &str, reply: Reply<StopResult>) {
+        if self.intake_frozen {
+            let _ = reply.send(Err(SupervisorError::ShuttingDown));
+            return;
+        }
         if let Err(e) = self.unit_or_error(name) {
             let _ = reply.send(Err(e));
             return;
@@ -787,6 +877,10 @@ impl Actor {
     }
 
     fn restart(&mut self, name: &str, reply: Reply<UnitStatus>) {
+        if self.intake_frozen {
+            let _ = reply.send(Err(SupervisorError::ShuttingDown));
+            return;
+        }
         if let Err(e) = self.unit_or_error(name) {
             let _ = reply.send(Err(e));
             return;
@@ -839,9 +933,31 @@ impl Actor {
         }
     }
 
-    fn add(&mut self, path: &Path) -> Result<String, SupervisorError> {
-        let config =
-            parse_file(path).map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(e)))?;
+    fn add(
+        &mut self,
+        source: &Path,
+        file_name: &str,
+        text: &str,
+    ) -> Result<String, SupervisorError> {
+        if self.intake_frozen {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let invalid = |errors| SupervisorError::InvalidConfig(ConfigErrors(errors));
+        let stem = Path::new(file_name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let is_yaml = Path::new(file_name)
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if !is_yaml || file_name.contains('/') {
+            return Err(invalid(vec![ConfigError::file(
+                source,
+                "a service file's name ends in .yaml or .yml",
+            )]));
+        }
+        let config = crate::config::parse_service(source, &stem, text).map_err(invalid)?;
         let name = config.name.clone();
         if self.units.contains_key(&name) {
             return Err(SupervisorError::AlreadyExists(name));
@@ -852,7 +968,7 @@ impl Actor {
             .filter(|dep| !self.units.contains_key(*dep))
             .map(|dep| {
                 ConfigError::field(
-                    path,
+                    source,
                     "after",
                     Some(format!("{dep:?}")),
                     "depends on a service that does not exist",
@@ -860,24 +976,11 @@ impl Actor {
             })
             .collect();
         if !missing.is_empty() {
-            return Err(SupervisorError::InvalidConfig(ConfigErrors(missing)));
+            return Err(invalid(missing));
         }
-        let file_name = path
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(format!("{name}.yaml")));
         let target = self.config_dir.join(file_name);
-        let same = std::fs::canonicalize(path).ok() == std::fs::canonicalize(&target).ok()
-            && target.exists();
-        if !same {
-            std::fs::copy(path, &target).map_err(|e| {
-                SupervisorError::Io(format!(
-                    "cannot copy {} to {}: {e}",
-                    path.display(),
-                    target.display()
-                ))
-            })?;
-        }
+        std::fs::write(&target, text)
+            .map_err(|e| SupervisorError::Io(format!("cannot write {}: {e}", target.display())))?;
         let mut config = config;
         config.file = target;
         self.invalid.remove(&name);
@@ -936,6 +1039,9 @@ impl Actor {
     }
 
     fn reload(&mut self) -> Result<ReloadSummary, SupervisorError> {
+        if self.intake_frozen {
+            return Err(SupervisorError::ShuttingDown);
+        }
         let set = load_dir(&self.config_dir)
             .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
         let errors = set.errors();
@@ -1045,6 +1151,9 @@ impl Actor {
     }
 
     fn run_job(&mut self, spec: JobSpec) -> Result<String, SupervisorError> {
+        if self.intake_frozen {
+            return Err(SupervisorError::ShuttingDown);
+        }
         let (config, from) = match spec {
             JobSpec::Named(service) => {
                 let path = ["yaml", "yml"]

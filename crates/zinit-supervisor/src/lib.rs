@@ -17,5 +17,7 @@ pub mod stopping;
 mod supervisor;
 pub mod unit;
 
-pub use supervisor::{JobSpec, Options, ReloadSummary, StopResult, Supervisor, SupervisorError};
+pub use supervisor::{
+    JobSpec, Options, ReloadSummary, ShutdownUnit, StopResult, Supervisor, SupervisorError,
+};
 pub use unit::{UnitKind, UnitStatus};

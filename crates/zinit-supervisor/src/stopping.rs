@@ -94,6 +94,19 @@ pub async fn stop_unit(
     kill_wait: Duration,
     progress: Option<&UnboundedSender<StopEvent>>,
 ) -> std::io::Result<UnitStopReport> {
+    stop_unit_with(config, members, budget, kill_wait, progress, None).await
+}
+
+/// As [`stop_unit`]; when `hurry` becomes true the rest of the graceful
+/// budget is skipped (a forced shutdown).
+pub async fn stop_unit_with(
+    config: &ServiceConfig,
+    members: &Members,
+    budget: Duration,
+    kill_wait: Duration,
+    progress: Option<&UnboundedSender<StopEvent>>,
+    hurry: Option<tokio::sync::watch::Receiver<bool>>,
+) -> std::io::Result<UnitStopReport> {
     let start = Instant::now();
     let stop_command = match &config.stop_command {
         Some(argv) => Some(run_bounded(config, argv, budget / 2).await),
@@ -104,6 +117,7 @@ pub async fn stop_unit(
         mode: config.stop_mode,
         timeout: budget.saturating_sub(start.elapsed()),
         kill_wait,
+        hurry,
         ..StopSpec::default()
     };
     let processes = stop(members, &spec, progress).await?;

@@ -3,7 +3,7 @@
 //! never race.
 
 use crate::actor::{Actor, Msg, Request};
-use crate::config::{ConfigErrors, load_dir};
+use crate::config::{ConfigErrors, ServiceConfig, load_dir};
 use crate::events::{Event, EventBus};
 use crate::logs::{Follower, LogHub, LogLine};
 use crate::stats::{StatsSampler, UnitStats};
@@ -12,7 +12,7 @@ use crate::unit::UnitStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use zinit_process::{CgroupRoot, Signal};
+use zinit_process::{CgroupRoot, Members, Signal};
 
 /// Why a request failed. The control plane maps each to a gRPC code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -91,6 +91,23 @@ pub struct StopResult {
     pub report: Option<UnitStopReport>,
     /// Running units that depend on it (they keep running).
     pub running_dependents: Vec<String>,
+}
+
+/// A unit handed to the shutdown: its processes are alive.
+#[derive(Debug, Clone)]
+pub struct ShutdownUnit {
+    /// The unit.
+    pub name: String,
+    /// Its configuration (stop signal, mode, timeout, command, ports, filters).
+    pub config: Arc<ServiceConfig>,
+    /// Units it starts after (they stop after it).
+    pub after: Vec<String>,
+    /// Its main process (it may have exited).
+    pub pid: i32,
+    /// Its processes.
+    pub members: Members,
+    /// Whether it is a job.
+    pub job: bool,
 }
 
 /// What a job runs.
@@ -200,7 +217,39 @@ impl Supervisor {
     /// Validates a service file, copies it into the config directory (so a
     /// reload keeps it) and starts the service. Returns its name.
     pub async fn add(&self, file: &Path) -> Result<String, SupervisorError> {
-        self.ask(|r| Request::Add(file.to_path_buf(), r)).await?
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SupervisorError::InvalidArgument(format!("cannot read {}: {e}", file.display()))
+        })?;
+        let file_name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                SupervisorError::InvalidArgument(format!("{} has no file name", file.display()))
+            })?
+            .to_string();
+        self.add_text(file, &file_name, &text).await
+    }
+
+    /// As [`Supervisor::add`], with the file's content given: `file_name`
+    /// (`web.yaml`) names the service, `source` is shown in error messages.
+    pub async fn add_text(
+        &self,
+        source: &Path,
+        file_name: &str,
+        text: &str,
+    ) -> Result<String, SupervisorError> {
+        let (source, file_name, text) = (
+            source.to_path_buf(),
+            file_name.to_string(),
+            text.to_string(),
+        );
+        self.ask(|r| Request::Add {
+            source,
+            file_name,
+            text,
+            reply: r,
+        })
+        .await?
     }
 
     /// Stops a service and deletes its file.
@@ -277,6 +326,27 @@ impl Supervisor {
             self.status(name).await?;
         }
         Ok(self.hub.follow(name, last))
+    }
+
+    /// Freezes intake (no new starts, restarts, jobs, adds or reloads; a
+    /// unit in back-off simply stops) and returns every unit whose
+    /// processes are alive, now marked as stopping. The caller stops them
+    /// and reports each with [`Supervisor::unit_shut_down`].
+    pub async fn begin_shutdown(&self) -> Result<Vec<ShutdownUnit>, SupervisorError> {
+        self.ask(Request::BeginShutdown).await
+    }
+
+    /// Marks a unit handed to the shutdown as stopped.
+    pub fn unit_shut_down(&self, name: &str, reason: &str) {
+        let _ = self.tx.send(Msg::Req(Request::UnitShutDown(
+            name.to_string(),
+            reason.to_string(),
+        )));
+    }
+
+    /// Every service's configuration (for the shutdown's sweep of ports and filters).
+    pub async fn configs(&self) -> Result<Vec<Arc<ServiceConfig>>, SupervisorError> {
+        self.ask(Request::Configs).await
     }
 
     /// The event stream from now on.

@@ -783,7 +783,11 @@ fn parse_restart(c: &mut Checker<'_>, value: Option<&Value>, oneshot: bool) -> R
         }
     }
     if policy.delay < Duration::from_millis(10) {
-        c.error("restart.delay", None, "must be at least 10ms, so that a crash loop never spins");
+        c.error(
+            "restart.delay",
+            None,
+            "must be at least 10ms, so that a crash loop never spins",
+        );
     }
     if policy.max_delay < policy.delay {
         c.error(

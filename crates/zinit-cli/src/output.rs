@@ -1,0 +1,168 @@
+//! Rendering: human tables, and JSON with snake_case fields, durations in
+//! seconds (float) and RFC 3339 timestamps.
+
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zinit_proto::v1 as pb;
+
+pub fn seconds(d: Option<&prost_types::Duration>) -> f64 {
+    d.map_or(0.0, |d| d.seconds as f64 + d.nanos as f64 / 1e9)
+}
+
+pub fn time(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    let t = t?;
+    Some(UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+}
+
+pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> Value {
+    time(t).map_or(Value::Null, |t| {
+        Value::String(humantime::format_rfc3339_millis(t).to_string())
+    })
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::UnitState::try_from(state).unwrap_or(pb::UnitState::Unspecified) {
+        pb::UnitState::Unspecified => "unknown",
+        pb::UnitState::Stopped => "stopped",
+        pb::UnitState::Blocked => "blocked",
+        pb::UnitState::Starting => "starting",
+        pb::UnitState::Running => "running",
+        pb::UnitState::Stopping => "stopping",
+        pb::UnitState::Exited => "exited",
+        pb::UnitState::Failed => "failed",
+        pb::UnitState::Backoff => "backoff",
+        pb::UnitState::Invalid => "invalid",
+    }
+}
+
+pub fn outcome_name(outcome: i32) -> &'static str {
+    match pb::StopOutcome::try_from(outcome).unwrap_or(pb::StopOutcome::Unspecified) {
+        pb::StopOutcome::Unspecified => "unknown",
+        pb::StopOutcome::Graceful => "graceful",
+        pb::StopOutcome::Killed => "killed",
+        pb::StopOutcome::Incomplete => "incomplete",
+        pb::StopOutcome::NothingRunning => "nothing_running",
+    }
+}
+
+pub fn exit_text(status: Option<&pb::ExitStatus>) -> String {
+    match status.and_then(|s| s.how.as_ref()) {
+        Some(pb::exit_status::How::Code(code)) => format!("exit {code}"),
+        Some(pb::exit_status::How::Signal(sig)) => sig.clone(),
+        None => "-".to_string(),
+    }
+}
+
+pub fn exit_json(status: Option<&pb::ExitStatus>) -> Value {
+    match status.and_then(|s| s.how.as_ref()) {
+        Some(pb::exit_status::How::Code(code)) => json!({ "code": code }),
+        Some(pb::exit_status::How::Signal(sig)) => json!({ "signal": sig }),
+        None => Value::Null,
+    }
+}
+
+pub fn unit_json(unit: &pb::Unit) -> Value {
+    json!({
+        "name": unit.name,
+        "kind": if unit.kind == pb::UnitKind::Job as i32 { "job" } else { "service" },
+        "state": state_name(unit.state),
+        "since": rfc3339(unit.since.as_ref()),
+        "reason": unit.reason,
+        "pid": (unit.pid != 0).then_some(unit.pid),
+        "processes_alive": unit.processes_alive,
+        "restarts": unit.restarts,
+        "last_exit": exit_json(unit.last_exit.as_ref()),
+        "command": unit.command,
+        "after": unit.after,
+        "waiting_for": unit.waiting_for,
+        "oneshot": unit.oneshot,
+        "config_errors": unit.config_errors,
+        "job_source": (!unit.job_source.is_empty()).then_some(&unit.job_source),
+    })
+}
+
+pub fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+fn ago(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = time(t) else { return "-".into() };
+    let d = SystemTime::now().duration_since(t).unwrap_or_default();
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..=86399 => format!("{}h{}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{}h", secs / 86400, (secs % 86400) / 3600),
+    }
+}
+
+/// A table of units: name, state, pid, since, restarts, reason.
+pub fn unit_table(units: &[pb::Unit]) {
+    let width = units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<width$}  {:<9} {:>7} {:>7} {:>8}  REASON",
+        "NAME", "STATE", "PID", "SINCE", "RESTARTS"
+    );
+    for unit in units {
+        let pid = if unit.pid == 0 {
+            "-".to_string()
+        } else {
+            unit.pid.to_string()
+        };
+        let reason = if unit.config_errors.is_empty() {
+            unit.reason.clone()
+        } else {
+            unit.config_errors.first().cloned().unwrap_or_default()
+        };
+        println!(
+            "{:<width$}  {:<9} {:>7} {:>7} {:>8}  {}",
+            unit.name,
+            state_name(unit.state),
+            pid,
+            ago(unit.since.as_ref()),
+            unit.restarts,
+            reason
+        );
+    }
+}
+
+/// One unit in detail.
+pub fn unit_detail(unit: &pb::Unit) {
+    let kind = if unit.kind == pb::UnitKind::Job as i32 {
+        "job"
+    } else {
+        "service"
+    };
+    println!("{}: {kind}, {}", unit.name, state_name(unit.state));
+    println!("  reason:    {}", unit.reason);
+    println!("  since:     {} ago", ago(unit.since.as_ref()));
+    if unit.pid != 0 {
+        println!("  pid:       {}", unit.pid);
+    }
+    println!(
+        "  processes: {}",
+        if unit.processes_alive {
+            "alive"
+        } else {
+            "none"
+        }
+    );
+    println!("  last exit: {}", exit_text(unit.last_exit.as_ref()));
+    println!("  restarts:  {}", unit.restarts);
+    if !unit.command.is_empty() {
+        println!("  command:   {}", unit.command.join(" "));
+    }
+    if !unit.after.is_empty() {
+        println!("  after:     {}", unit.after.join(", "));
+    }
+    if !unit.waiting_for.is_empty() {
+        println!("  waiting:   {}", unit.waiting_for.join(", "));
+    }
+    if unit.oneshot {
+        println!("  oneshot:   yes");
+    }
+    for error in &unit.config_errors {
+        println!("  error:     {error}");
+    }
+}

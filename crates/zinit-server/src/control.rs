@@ -1,0 +1,438 @@
+//! The `Control` gRPC service: validates requests, calls the supervisor,
+//! and answers in proto types (through `convert`).
+
+use crate::convert;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use zinit_proto::v1 as pb;
+use zinit_proto::v1::control_server::Control;
+use zinit_supervisor::logs::Followed;
+use zinit_supervisor::{JobSpec, Supervisor, UnitKind};
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The most lines a log request may ask for.
+const MAX_LAST: u32 = 1_000_000;
+/// The largest service file `AddService` accepts.
+const MAX_FILE: usize = 1024 * 1024;
+
+/// What `ServerInfo` reports.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub start_time: SystemTime,
+    pub config_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    pub sup: Supervisor,
+    pub info: ServerInfo,
+    /// Becomes true when the server is closing: open streams end.
+    pub closing: watch::Receiver<bool>,
+    /// Runs a shutdown request (the shutdown module).
+    pub shutdown: crate::shutdown::ShutdownHandle,
+}
+
+fn check_name(name: &str) -> Result<(), Status> {
+    if zinit_supervisor::config::valid_name(name) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{name:?} is not a valid service or job name (letters, digits, '.', '_', '-', '@')"
+        )))
+    }
+}
+
+impl ControlService {
+    /// Sends what `produce` yields into a stream until the client goes away
+    /// or the server closes.
+    fn stream<T: Send + 'static>(
+        &self,
+        produce: impl FnOnce(
+            mpsc::Sender<Result<T, Status>>,
+            watch::Receiver<bool>,
+        ) -> tokio::task::JoinHandle<()>,
+    ) -> Streamed<T> {
+        let (tx, rx) = mpsc::channel(256);
+        produce(tx, self.closing.clone());
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn server_info(
+        &self,
+        _: Request<pb::ServerInfoRequest>,
+    ) -> Result<Response<pb::ServerInfoResponse>, Status> {
+        Ok(Response::new(pb::ServerInfoResponse {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time: Some(convert::timestamp(self.info.start_time)),
+            config_dir: self.info.config_dir.display().to_string(),
+            cgroups: self.sup.cgroup_root().is_some(),
+            socket: self.info.socket.display().to_string(),
+        }))
+    }
+
+    async fn list_units(
+        &self,
+        _: Request<pb::ListUnitsRequest>,
+    ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        let units = self.sup.list().await.map_err(convert::status)?;
+        Ok(Response::new(pb::ListUnitsResponse {
+            units: units.into_iter().map(convert::unit).collect(),
+        }))
+    }
+
+    async fn get_unit(
+        &self,
+        request: Request<pb::GetUnitRequest>,
+    ) -> Result<Response<pb::GetUnitResponse>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let unit = self.sup.status(&name).await.map_err(convert::status)?;
+        Ok(Response::new(pb::GetUnitResponse {
+            unit: Some(convert::unit(unit)),
+        }))
+    }
+
+    async fn start_unit(
+        &self,
+        request: Request<pb::StartUnitRequest>,
+    ) -> Result<Response<pb::StartUnitResponse>, Status> {
+        let request = request.into_inner();
+        check_name(&request.name)?;
+        let unit = self
+            .sup
+            .start_unit(&request.name, !request.no_wait)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::StartUnitResponse {
+            unit: Some(convert::unit(unit)),
+        }))
+    }
+
+    async fn stop_unit(
+        &self,
+        request: Request<pb::StopUnitRequest>,
+    ) -> Result<Response<pb::StopUnitResponse>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let result = self.sup.stop_unit(&name).await.map_err(convert::status)?;
+        Ok(Response::new(convert::stop_response(
+            result.status,
+            result.report,
+            result.running_dependents,
+        )))
+    }
+
+    async fn restart_unit(
+        &self,
+        request: Request<pb::RestartUnitRequest>,
+    ) -> Result<Response<pb::RestartUnitResponse>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let unit = self
+            .sup
+            .restart_unit(&name)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::RestartUnitResponse {
+            unit: Some(convert::unit(unit)),
+        }))
+    }
+
+    async fn add_service(
+        &self,
+        request: Request<pb::AddServiceRequest>,
+    ) -> Result<Response<pb::AddServiceResponse>, Status> {
+        let request = request.into_inner();
+        if request.content.len() > MAX_FILE {
+            return Err(Status::invalid_argument(
+                "a service file may be at most 1 MiB",
+            ));
+        }
+        if request.file_name.is_empty() || request.file_name.contains('/') {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a file name such as web.yaml",
+                request.file_name
+            )));
+        }
+        let source = if request.source_path.is_empty() {
+            PathBuf::from(&request.file_name)
+        } else {
+            PathBuf::from(&request.source_path)
+        };
+        let name = self
+            .sup
+            .add_text(&source, &request.file_name, &request.content)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::AddServiceResponse { name }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<pb::RemoveServiceRequest>,
+    ) -> Result<Response<pb::RemoveServiceResponse>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        self.sup.remove(&name).await.map_err(convert::status)?;
+        Ok(Response::new(pb::RemoveServiceResponse {}))
+    }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let summary = self.sup.reload().await.map_err(convert::status)?;
+        Ok(Response::new(pb::ReloadResponse {
+            added: summary.added,
+            removed: summary.removed,
+            changed: summary.changed,
+            unchanged: summary.unchanged,
+        }))
+    }
+
+    async fn signal_unit(
+        &self,
+        request: Request<pb::SignalUnitRequest>,
+    ) -> Result<Response<pb::SignalUnitResponse>, Status> {
+        let request = request.into_inner();
+        check_name(&request.name)?;
+        let signal = if request.signal.is_empty() {
+            zinit_process::Signal::SIGTERM
+        } else {
+            zinit_process::signal::parse_signal(&request.signal)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+        };
+        let pids = self
+            .sup
+            .signal(&request.name, signal, request.all)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::SignalUnitResponse {
+            pids: pids.into_iter().map(|p| p as u32).collect(),
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let name = request.into_inner().name;
+        let name = (!name.is_empty()).then_some(name);
+        if let Some(name) = &name {
+            check_name(name)?;
+        }
+        let stats = self
+            .sup
+            .stats(name.as_deref())
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::GetStatsResponse {
+            stats: stats
+                .into_iter()
+                .map(|s| pb::UnitStats {
+                    name: s.name,
+                    processes: s.processes as u32,
+                    cpu_percent: s.cpu_percent,
+                    memory_bytes: s.memory_bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    type StreamLogsStream = Streamed<pb::StreamLogsResponse>;
+
+    async fn stream_logs(
+        &self,
+        request: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let request = request.into_inner();
+        let name = (!request.name.is_empty()).then_some(request.name);
+        if let Some(name) = &name {
+            check_name(name)?;
+        }
+        if request.last > MAX_LAST {
+            return Err(Status::invalid_argument(format!(
+                "last may be at most {MAX_LAST}"
+            )));
+        }
+        let last = (request.last > 0).then_some(request.last as usize);
+        let (lines, follower) = if request.follow {
+            let (lines, follower) = self
+                .sup
+                .follow_logs(name.as_deref(), last)
+                .await
+                .map_err(convert::status)?;
+            (lines, Some(follower))
+        } else {
+            (
+                self.sup
+                    .logs(name.as_deref(), last)
+                    .await
+                    .map_err(convert::status)?,
+                None,
+            )
+        };
+        Ok(Response::new(self.stream(move |tx, mut closing| {
+            tokio::spawn(async move {
+                for line in lines {
+                    if tx.send(Ok(convert::log_line(&line))).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(mut follower) = follower else { return };
+                loop {
+                    let next = tokio::select! {
+                        next = follower.next() => next,
+                        _ = closing.wait_for(|c| *c) => return,
+                        _ = tx.closed() => return,
+                    };
+                    let item = match next {
+                        Some(Followed::Line(line)) => convert::log_line(&line),
+                        Some(Followed::Missed(n)) => pb::StreamLogsResponse {
+                            missed: n,
+                            ..Default::default()
+                        },
+                        None => return,
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })))
+    }
+
+    type StreamEventsStream = Streamed<pb::StreamEventsResponse>;
+
+    async fn stream_events(
+        &self,
+        _: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let mut events = self.sup.events();
+        Ok(Response::new(self.stream(move |tx, mut closing| {
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        next = events.recv() => next,
+                        _ = closing.wait_for(|c| *c) => return,
+                        _ = tx.closed() => return,
+                    };
+                    let item = match next {
+                        Ok(event) => convert::event(event),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            pb::StreamEventsResponse {
+                                kind: Some(pb::stream_events_response::Kind::Missed(n)),
+                                ..Default::default()
+                            }
+                        }
+                        Err(_) => return,
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })))
+    }
+
+    async fn run_job(
+        &self,
+        request: Request<pb::RunJobRequest>,
+    ) -> Result<Response<pb::RunJobResponse>, Status> {
+        let spec = match request.into_inner().what {
+            Some(pb::run_job_request::What::Service(name)) => {
+                check_name(&name)?;
+                JobSpec::Named(name)
+            }
+            Some(pb::run_job_request::What::Command(command)) => {
+                if command.argv.is_empty() || command.argv[0].is_empty() {
+                    return Err(Status::invalid_argument("a job command needs a program"));
+                }
+                JobSpec::Command(command.argv)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "say what to run: a service or a command",
+                ));
+            }
+        };
+        let name = self.sup.run_job(spec).await.map_err(convert::status)?;
+        Ok(Response::new(pb::RunJobResponse { name }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self.sup.jobs().await.map_err(convert::status)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(convert::unit).collect(),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let name = request.into_inner().name;
+        let job = self.job(&name).await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(convert::unit(job)),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let name = request.into_inner().name;
+        self.job(&name).await?;
+        let result = self.sup.stop_unit(&name).await.map_err(convert::status)?;
+        let outcome = match &result.report {
+            Some(report) => convert::outcome(report.outcome),
+            None => pb::StopOutcome::NothingRunning,
+        };
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(convert::unit(result.status)),
+            outcome: outcome as i32,
+        }))
+    }
+
+    type ShutdownStream = Streamed<pb::ShutdownResponse>;
+
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<Self::ShutdownStream>, Status> {
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .and_then(|cred| cred.pid());
+        let stream = self.shutdown.request(request.into_inner(), peer).await?;
+        Ok(Response::new(stream))
+    }
+}
+
+impl ControlService {
+    async fn job(&self, name: &str) -> Result<zinit_supervisor::UnitStatus, Status> {
+        check_name(name)?;
+        let unit = self.sup.status(name).await.map_err(convert::status)?;
+        if !matches!(unit.kind, UnitKind::Job { .. }) {
+            return Err(Status::not_found(format!("no job named {name:?}")));
+        }
+        Ok(unit)
+    }
+}

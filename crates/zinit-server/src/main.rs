@@ -1,0 +1,169 @@
+//! `zinit_server`: loads service files, supervises them, and serves the gRPC
+//! `Control` service (with health and reflection) on a unix socket, and
+//! optionally on a loopback TCP port with a token.
+
+mod control;
+mod convert;
+mod listen;
+mod shutdown;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::SystemTime;
+use zinit_supervisor::{Options, Supervisor};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "zinit's supervisor daemon")]
+struct Args {
+    /// The directory of service files.
+    #[arg(long, default_value = "/etc/zinit")]
+    config: PathBuf,
+    /// The unix socket (default: $ZINIT_SOCKET, /run/zinit.sock as root,
+    /// $XDG_RUNTIME_DIR/zinit.sock, or /tmp/zinit-$UID.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Write the server's pid to this file (removed at exit).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Validate the service files in DIR, print every error, and exit
+    /// (non-zero when any file is invalid). Starts nothing.
+    #[arg(long, value_name = "DIR")]
+    check: Option<PathBuf>,
+    /// Also listen on this loopback TCP address (needs --token-file).
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    tcp: Option<std::net::SocketAddr>,
+    /// A file holding the token every TCP call must send as `authorization: Bearer TOKEN`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(dir) = &args.check {
+        std::process::exit(check(dir));
+    }
+    match run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("zinit_server: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--check DIR`: prints every error and warning; 0 when all files are valid.
+fn check(dir: &std::path::Path) -> i32 {
+    match zinit_supervisor::config::load_dir(dir) {
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+        Ok(set) => {
+            for warning in set.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            for error in set.errors() {
+                eprintln!("{error}");
+            }
+            let (valid, invalid) = (set.services.len(), set.invalid.len());
+            println!(
+                "{valid} valid, {invalid} invalid service file(s) in {}",
+                dir.display()
+            );
+            i32::from(invalid > 0)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<i32> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(addr) = args.tcp {
+        if !addr.ip().is_loopback() {
+            bail!("--tcp {addr}: only loopback addresses are allowed");
+        }
+        if args.token_file.is_none() {
+            bail!("--tcp needs --token-file");
+        }
+    }
+    if !args.config.is_dir() {
+        bail!(
+            "the config directory {} does not exist",
+            args.config.display()
+        );
+    }
+    let limit = zinit_process::limits::raise_nofile_limit()?;
+    tracing::debug!("open file limit {limit}");
+    // Signals are taken by one dedicated thread (see shutdown::signal_thread);
+    // block them before any other thread exists so none of them takes one.
+    let signals = shutdown::block_signals()?;
+
+    let socket = zinit_client::socket_path(args.socket.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, socket, signals))
+}
+
+async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Result<i32> {
+    let listener = listen::bind_unix(&socket).await?;
+    let _reaper = zinit_process::reaper::Reaper::start().context("becoming a child subreaper")?;
+    let sup = Supervisor::start(Options::new(&args.config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(path) = &args.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+    }
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let controller =
+        shutdown::ShutdownHandle::new(sup.clone(), socket.clone(), args.pid_file.clone());
+    shutdown::signal_thread(signals, controller.clone(), sup.clone());
+    let service = control::ControlService {
+        sup: sup.clone(),
+        info: control::ServerInfo {
+            start_time: SystemTime::now(),
+            config_dir: args.config.clone(),
+            socket: socket.clone(),
+        },
+        closing,
+        shutdown: controller.clone(),
+    };
+    tracing::info!(
+        "zinit_server {} (pid {}) on {}; config {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        socket.display(),
+        args.config.display(),
+        match sup.cgroup_root() {
+            Some(root) => format!("cgroups under {}", root.path().display()),
+            None => "no cgroups (process groups)".to_string(),
+        }
+    );
+    let finished = controller.finished();
+    let stop = async move {
+        finished.await;
+        // Open streams (logs -f, events) end now, so the drain is short.
+        let _ = closing_tx.send(true);
+    };
+    let served = listen::serve(listener, args.tcp, token, service, stop).await;
+    controller.cleanup();
+    served?;
+    Ok(controller.exit_code())
+}
