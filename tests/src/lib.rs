@@ -99,11 +99,25 @@ impl Drop for Tag {
     }
 }
 
-/// Whether `pid`'s argv contains `tag` as one whole argument.
+/// Whether `pid`'s argv contains `tag`, as a whole argument or inside one
+/// (a path like `/tmp/TAG/s.sock`) where it is not followed by a letter or
+/// digit (so `zt-x-1-1` does not match `zt-x-1-10`).
 fn carries_tag(pid: i32, tag: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|&b| b == 0).any(|arg| arg == tag.as_bytes()))
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .any(|arg| contains_tag(arg, tag.as_bytes()))
+        })
         .unwrap_or(false)
+}
+
+fn contains_tag(arg: &[u8], tag: &[u8]) -> bool {
+    arg.windows(tag.len()).enumerate().any(|(i, window)| {
+        window == tag
+            && arg
+                .get(i + tag.len())
+                .is_none_or(|next| !next.is_ascii_alphanumeric())
+    })
 }
 
 /// Live processes whose argv contains `tag` (zombies have no argv), except
@@ -346,4 +360,173 @@ pub fn host_allows_cgroups() -> bool {
         .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup2 ")));
     let off = std::env::var("ZINIT_CGROUP").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
     root && mounted && !off
+}
+
+/// The directory of the workspace's built binaries (`target/debug`), found
+/// from the running test executable (`target/debug/deps/NAME-HASH`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug/deps")
+        .to_path_buf()
+}
+
+/// The path of the workspace binary `name`, built first if it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let path = bin_dir().join(name);
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "zinit-server", "-p", "zinit-cli"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building zinit_server and zinit");
+    }
+    path
+}
+
+/// A running `zinit_server` for one test, stopped (SIGTERM, then SIGKILL)
+/// when dropped. Its argv carries the test's tag through its paths.
+#[derive(Debug)]
+pub struct Server {
+    /// The server process.
+    pub child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its config directory.
+    pub conf: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on `<tag dir>/s.sock` for `conf` and waits (at most
+    /// 10 s) until it answers.
+    pub async fn start(tag: &Tag, conf: &Path, extra: &[&str]) -> Self {
+        let socket = tag.dir().join("s.sock");
+        let mut command = Command::new(workspace_bin("zinit_server"))
+            .arg("--config")
+            .arg(conf)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stderr(Output::Piped);
+        if std::env::var_os("ZINIT_TEST_SERVER_LOG").is_some() {
+            command = command.stderr(Output::Inherit);
+        }
+        let mut child = command.spawn().expect("spawn zinit_server");
+        if let Some(stderr) = child.take_stderr() {
+            // Keep the server's stderr flowing (and visible on failure).
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(std::fs::File::from(stderr))
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    eprintln!("[zinit_server] {line}");
+                }
+            });
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while !(socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok()) {
+            assert!(
+                child.try_wait().expect("poll server").is_none(),
+                "zinit_server exited at start-up"
+            );
+            assert!(
+                Instant::now() < end,
+                "zinit_server did not answer within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            child,
+            socket,
+            conf: conf.to_path_buf(),
+        }
+    }
+
+    /// Runs the `zinit` CLI against this server (bounded to 60 s).
+    pub fn zinit(&self, args: &[&str]) -> CliOutput {
+        run_cli(&self.socket, args)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn stop(&mut self) -> Option<zinit_process::spawn::ExitStatus> {
+        let _ = self.child.signal(zinit_process::Signal::SIGTERM);
+        tokio::time::timeout(Duration::from_secs(35), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = self.child.signal(zinit_process::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(35);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > end {
+                let _ = self.child.signal(zinit_process::Signal::SIGKILL);
+                let _ = self.child.try_wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a CLI run printed and returned.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit code (-1 if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Standard output parsed as one JSON document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `zinit --socket SOCKET ARGS` (bounded to 60 s).
+pub fn run_cli(socket: &Path, args: &[&str]) -> CliOutput {
+    let child = std::process::Command::new(workspace_bin("zinit"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run zinit");
+    let pid = child.id() as i32;
+    // Read the output while waiting, so a large answer cannot fill the pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("zinit output"),
+        Err(_) => {
+            // SAFETY: the child is not reaped until wait_with_output returns.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            rx.recv().expect("reaped").expect("zinit output")
+        }
+    };
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
