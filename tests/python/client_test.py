@@ -6,7 +6,8 @@ GetUnit's error code, StreamLogs (follow=false) and StreamEvents around a
 restart. Prints an "ok" line per check; exits 1 with a message on failure.
 
 Run by tests/tests/foreign_clients.rs with the venv from venv.sh:
-    client_test.py SOCKET UNIT... [--log-unit NAME --log-lines N] [--events-unit NAME]
+    client_test.py SOCKET UNIT... [--log-unit NAME --log-lines N]
+        [--events-unit NAME] [--tag TAG]
 """
 
 import argparse
@@ -20,7 +21,7 @@ import grpc
 from grpc_tools import protoc
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TIMEOUT = 2  # seconds: the deadline of every call and every retry loop
+TIMEOUT = 20  # seconds: the deadline of every call and every retry loop
 
 
 class Failure(Exception):
@@ -57,13 +58,15 @@ def generate_stubs(out):
 
 
 def retry(what, attempt):
-    """Calls attempt() until it returns a true value, for at most TIMEOUT s."""
+    """Calls attempt() until it returns a true value, for at most TIMEOUT s;
+    `what()` says what was expected (and seen) if it never does."""
     end = time.monotonic() + TIMEOUT
     while True:
         result = attempt()
         if result:
             return result
-        check(time.monotonic() < end, f"{what}: not within {TIMEOUT} s")
+        if time.monotonic() > end:
+            raise Failure(f"{what()}: not within {TIMEOUT} s")
         time.sleep(0.1)
 
 
@@ -80,14 +83,17 @@ def run(args, pb, pb_grpc):
     running = pb.UnitState.Value("UNIT_STATE_RUNNING")
 
     # ListUnits: every expected unit is there and running.
+    seen = {}
+
     def all_running():
         units = stub.ListUnits(pb.ListUnitsRequest(), timeout=TIMEOUT).units
-        by_name = {u.name: u for u in units}
-        if all(n in by_name and by_name[n].state == running for n in args.units):
+        seen.clear()
+        seen.update({u.name: pb.UnitState.Name(u.state) for u in units})
+        if all(seen.get(n) == "UNIT_STATE_RUNNING" for n in args.units):
             return units
         return None
 
-    units = retry(f"units {args.units} running", all_running)
+    units = retry(lambda: f"units {args.units} running (seen {seen})", all_running)
     names = [u.name for u in units]
     check(names == sorted(names), f"ListUnits is not sorted by name: {names}")
     for unit in units:
@@ -123,14 +129,15 @@ def run(args, pb, pb_grpc):
     # StreamLogs without follow: the kept lines, then the stream ends.
     if args.log_unit:
         want = [f"line {i}" for i in range(1, args.log_lines + 1)]
+        texts = []
 
         def logged():
             request = pb.StreamLogsRequest(name=args.log_unit, follow=False)
             lines = list(stub.StreamLogs(request, timeout=TIMEOUT))
-            texts = [line.text for line in lines]
+            texts[:] = [line.text for line in lines]
             return lines if [t for t in texts if t.startswith("line ")] == want else None
 
-        lines = retry(f"{args.log_unit} logged {want}", logged)
+        lines = retry(lambda: f"{args.log_unit} logged {want} (got {texts})", logged)
         seqs = [line.seq for line in lines]
         check(seqs == sorted(set(seqs)), f"StreamLogs: seq not increasing: {seqs}")
         for line in lines:
@@ -174,6 +181,7 @@ def main():
     parser.add_argument("--log-unit", help="a unit that printed `line 1`..`line N`")
     parser.add_argument("--log-lines", type=int, default=5, help="N")
     parser.add_argument("--events-unit", help="a unit to restart while streaming events")
+    parser.add_argument("--tag", help="ignored: marks this process for the test's cleanup")
     args = parser.parse_args()
     try:
         with tempfile.TemporaryDirectory(prefix="zinit-stubs-") as out:

@@ -10,7 +10,7 @@
    unix socket: list, describe zinit.v1.Control, and call ServerInfo.
 
 Prints an "ok" line per check; exits 1 with a message on failure.
-Usage: reflection_test.py SOCKET [--grpcurl PATH]
+Usage: reflection_test.py SOCKET [--grpcurl PATH] [--tag TAG]
 """
 
 import argparse
@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-TIMEOUT = 2  # seconds: every call's deadline and grpcurl's bound
+TIMEOUT = 20  # seconds: every call's deadline and grpcurl's bound
 SERVICES = ["grpc.health.v1.Health", "zinit.v1.Control"]
 METHODS = {"ListUnits": False, "ServerInfo": False, "StreamLogs": True, "Shutdown": True}
 
@@ -113,10 +113,13 @@ def dynamic_calls(channel, pool):
     ok(f"ServerInfo: pid {info.pid} (dynamic call)")
 
 
-def grpcurl(binary, socket, *verb, data=None):
+def grpcurl(binary, socket, tag, *verb, data=None):
     """Runs `grpcurl [flags] SOCKET VERB...` and returns its output."""
     command = [binary, "-plaintext", "-unix", "-authority", "localhost"]
     command += ["-max-time", str(TIMEOUT)]
+    if tag:
+        # Carries the test's tag in grpcurl's argv too (for its cleanup).
+        command += ["-user-agent", tag]
     if data is not None:
         command += ["-d", data]
     command += [socket, *verb]
@@ -131,18 +134,18 @@ def grpcurl(binary, socket, *verb, data=None):
     return done.stdout
 
 
-def grpcurl_checks(binary, socket):
+def grpcurl_checks(binary, socket, tag):
     version = subprocess.run(
         [binary, "-version"], capture_output=True, text=True, timeout=TIMEOUT
     )
     ok(f"grpcurl: {(version.stdout + version.stderr).strip()}")
 
-    listed = grpcurl(binary, socket, "list").split()
+    listed = grpcurl(binary, socket, tag, "list").split()
     for name in SERVICES:
         check(name in listed, f"grpcurl list: {name} not in {listed}")
     ok(f"grpcurl list: {', '.join(listed)}")
 
-    described = grpcurl(binary, socket, "describe", "zinit.v1.Control")
+    described = grpcurl(binary, socket, tag, "describe", "zinit.v1.Control")
     check(
         "zinit.v1.Control is a service" in described,
         f"grpcurl describe: unexpected output:\n{described}",
@@ -154,7 +157,7 @@ def grpcurl_checks(binary, socket):
         check(line in described, f"grpcurl describe: no {line!r} in:\n{described}")
     ok("grpcurl describe zinit.v1.Control")
 
-    info = json.loads(grpcurl(binary, socket, "zinit.v1.Control/ServerInfo", data="{}"))
+    info = json.loads(grpcurl(binary, socket, tag, "zinit.v1.Control/ServerInfo", data="{}"))
     check(info.get("socket") == socket, f"grpcurl ServerInfo: {info}")
     ok(f"grpcurl zinit.v1.Control/ServerInfo: pid {info.get('pid')}")
 
@@ -167,6 +170,7 @@ def main():
         default=str(pathlib.Path(sys.executable).parent / "grpcurl"),
         help="the grpcurl to run (default: the one beside this Python)",
     )
+    parser.add_argument("--tag", help="marks this process and grpcurl for the test's cleanup")
     args = parser.parse_args()
     channel = grpc.insecure_channel(
         f"unix:{args.socket}", options=[("grpc.default_authority", "localhost")]
@@ -178,7 +182,7 @@ def main():
         pool = reflect(grpc.intercept_channel(channel, to_v1), "v1")
         check(to_v1.calls > 0, "reflection v1: no call went to grpc.reflection.v1")
         dynamic_calls(channel, pool)
-        grpcurl_checks(args.grpcurl, args.socket)
+        grpcurl_checks(args.grpcurl, args.socket, args.tag)
     except grpc.FutureTimeoutError:
         print(f"FAIL: could not connect to unix:{args.socket} in {TIMEOUT} s", file=sys.stderr)
         return 1

@@ -102,7 +102,7 @@ impl Drop for Tag {
 /// Whether `pid`'s argv contains `tag`, as a whole argument or inside one
 /// (a path like `/tmp/TAG/s.sock`) where it is not followed by a letter or
 /// digit (so `zt-x-1-1` does not match `zt-x-1-10`).
-fn carries_tag(pid: i32, tag: &str) -> bool {
+pub fn carries_tag(pid: i32, tag: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| {
             raw.split(|&b| b == 0)
@@ -473,7 +473,10 @@ impl Drop for Server {
         while self.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > end {
                 let _ = self.child.signal(zinit_process::Signal::SIGKILL);
-                let _ = self.child.try_wait();
+                let reaped = Instant::now() + Duration::from_secs(5);
+                while self.child.try_wait().ok().flatten().is_none() && Instant::now() < reaped {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

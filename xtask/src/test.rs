@@ -37,7 +37,17 @@ pub fn run() -> Result<()> {
 /// `test result:` lines of every test binary.
 fn cargo_test(cargo: &str) -> Result<(u64, u64, bool)> {
     use std::io::BufRead;
-    let args = ["test", "--workspace", "--no-fail-fast", "--color", "never"];
+    // The shutdown suite's watchdog scenario needs the server's test-only
+    // fault hook; release builds never have it.
+    let args = [
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--color",
+        "never",
+        "--features",
+        "zinit-server/test-hooks",
+    ];
     eprintln!("$ {cargo} {}", args.join(" "));
     let mut child = std::process::Command::new(cargo)
         .args(args)

@@ -248,7 +248,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             force,
             dry_run,
         } => {
-            return crate::shutdown::run(&mut client, timeout, force, dry_run, json).await;
+            return crate::shutdown::run(client, &socket, timeout, force, dry_run, json).await;
         }
         Command::Info => {
             let info = client

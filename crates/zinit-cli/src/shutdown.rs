@@ -28,7 +28,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, Failure> {
 }
 
 pub async fn run(
-    client: &mut ControlClient<Channel>,
+    mut client: ControlClient<Channel>,
+    socket: &std::path::Path,
     timeout: Option<String>,
     force: bool,
     dry_run: bool,
@@ -39,6 +40,11 @@ pub async fn run(
         .server_info(pb::ServerInfoRequest {})
         .await?
         .into_inner();
+    // The server's pid means something here only if we share its PID namespace.
+    let pid_visible = std::fs::read(format!("/proc/{}/cmdline", info.pid)).is_ok_and(|raw| {
+        raw.split(|&b| b == 0)
+            .any(|arg| arg == info.socket.as_bytes())
+    });
     let started = Instant::now();
     let request = pb::ShutdownRequest {
         timeout: timeout.map(|d| prost_types::Duration {
@@ -81,7 +87,14 @@ pub async fn run(
         eprintln!("zinit: the server closed the stream before the summary; the outcome is unknown");
         return Ok(code::STREAM_CUT);
     };
-    let gone = wait_for_exit(info.pid, Duration::from_secs(10));
+    // Let go of the connection, so the server's drain does not wait for us.
+    drop(stream);
+    drop(client);
+    let gone = wait_for_exit(
+        pid_visible.then_some(info.pid),
+        socket,
+        Duration::from_secs(10),
+    );
     let elapsed = started.elapsed();
     if json {
         print_json(
@@ -103,16 +116,20 @@ pub async fn run(
     })
 }
 
-/// Waits (bounded) until the server process is gone.
-fn wait_for_exit(pid: u32, bound: Duration) -> bool {
+/// Waits (bounded) until the server process is gone: by its pid when we
+/// share its PID namespace, else until its socket is gone and refuses.
+fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Duration) -> bool {
     let end = Instant::now() + bound;
     loop {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(false);
+        let alive = match pid {
+            Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false),
+            None => socket.exists() || std::os::unix::net::UnixStream::connect(socket).is_ok(),
+        };
         if !alive {
             return true;
         }

@@ -197,11 +197,12 @@ fn depth_of(
     if pid == root { 0 } else { depth }
 }
 
-/// Processes no stop or sweep may ever touch: this process, its ancestors,
-/// PID 1, and kernel threads' parent (PID 2).
+/// Processes no stop or sweep may ever touch: this process, its ancestors
+/// and PID 1. (Kernel threads are recognised by their flag, not their pid:
+/// in a PID namespace, pid 2 is an ordinary process.)
 pub fn protected_pids(table: &ProcessTable) -> HashSet<i32> {
     let me = std::process::id() as i32;
     let mut set: HashSet<i32> = table.ancestors(me).into_iter().collect();
-    set.extend([me, 1, 2]);
+    set.extend([me, 1]);
     set
 }

@@ -293,7 +293,7 @@ pub fn parse_stat(pid: i32, raw: &[u8]) -> Option<ProcessInfo> {
         state,
         comm,
         uid: 0,
-        kernel_thread: flags & PF_KTHREAD != 0 || pid == 2,
+        kernel_thread: flags & PF_KTHREAD != 0,
         exe: None,
         cmdline: Vec::new(),
     })

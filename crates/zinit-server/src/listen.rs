@@ -102,11 +102,23 @@ pub async fn serve(
         }
     };
 
+    // Health goes NOT_SERVING as soon as a shutdown begins.
+    let began = service.shutdown.began();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        began.await;
+        reporter
+            .set_not_serving::<ControlServer<ControlService>>()
+            .await;
+    });
+
+    // The access checks cover every service on a listener, reflection included.
     let unix_server = Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(check_peer))
         .add_service(health_service.clone())
         .add_service(reflection_v1.clone())
         .add_service(reflection_v1alpha.clone())
-        .add_service(ControlServer::with_interceptor(service.clone(), check_peer))
+        .add_service(ControlServer::new(service.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), signal(&stop_tx));
     let mut servers = vec![tokio::spawn(unix_server)];
 
@@ -128,10 +140,11 @@ pub async fn serve(
             }
         };
         let tcp_server = Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(check_token))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ControlServer::with_interceptor(service, check_token))
+            .add_service(ControlServer::new(service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal(&stop_tx));
         servers.push(tokio::spawn(tcp_server));
     }

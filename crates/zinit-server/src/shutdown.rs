@@ -21,7 +21,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -70,6 +70,7 @@ struct Inner {
     grown: watch::Sender<usize>,
     force: watch::Sender<bool>,
     finished: watch::Sender<bool>,
+    began: watch::Sender<bool>,
     exit_code: AtomicI32,
     clients: Mutex<HashSet<i32>>,
 }
@@ -97,6 +98,7 @@ impl ShutdownHandle {
                 grown: watch::channel(0).0,
                 force: watch::channel(false).0,
                 finished: watch::channel(false).0,
+                began: watch::channel(false).0,
                 exit_code: AtomicI32::new(exit::CLEAN),
                 clients: Mutex::new(HashSet::new()),
             }),
@@ -108,6 +110,14 @@ impl ShutdownHandle {
         let mut rx = self.inner.finished.subscribe();
         async move {
             let _ = rx.wait_for(|f| *f).await;
+        }
+    }
+
+    /// Resolves once a shutdown has begun.
+    pub fn began(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.began.subscribe();
+        async move {
+            let _ = rx.wait_for(|b| *b).await;
         }
     }
 
@@ -139,6 +149,7 @@ impl ShutdownHandle {
         let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.is_none() {
             *log = Some(Log::default());
+            self.inner.began.send_replace(true);
             let inner = self.inner.clone();
             tokio::spawn(async move { run(inner, timeout).await });
         }
@@ -269,21 +280,39 @@ impl Run {
     }
 }
 
-/// What the watchdog kills when the deadline passes: each unit's cgroup and
-/// process group. Set once, read without locks.
-struct WatchdogTargets {
-    cgroups: Vec<PathBuf>,
-    groups: Vec<i32>,
+/// What the watchdog kills when the deadline passes: everything in this
+/// server's cgroups and every descendant of this server (it is a child
+/// subreaper, so double-forked daemons are descendants too). It reads only
+/// the filesystem: no lock the runtime could hold.
+fn watchdog_kill(cgroup_root: Option<&std::path::Path>) {
+    if let Some(root) = cgroup_root {
+        for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let _ = std::fs::write(dir.path().join("cgroup.kill"), "1");
+        }
+    }
+    let me = std::process::id() as i32;
+    for _ in 0..3 {
+        let table = ProcessTable::snapshot(Detail::Basic).unwrap_or_default();
+        let descendants = table.descendants(me);
+        if descendants.is_empty() {
+            break;
+        }
+        for (pid, _) in descendants {
+            // SAFETY: plain system call; these are our own descendants.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn arm_watchdog(
     deadline: std::time::Instant,
     timeout: Duration,
     done: Arc<AtomicBool>,
-    targets: Arc<OnceLock<WatchdogTargets>>,
+    cgroup_root: Option<PathBuf>,
     socket: PathBuf,
     pid_file: Option<PathBuf>,
-) {
+) -> Option<std::thread::Thread> {
     let spawned = std::thread::Builder::new()
         .name("zinit-watchdog".into())
         .spawn(move || {
@@ -300,18 +329,10 @@ fn arm_watchdog(
             if done.load(Ordering::SeqCst) {
                 return;
             }
-            if let Some(targets) = targets.get() {
-                for cgroup in &targets.cgroups {
-                    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
-                }
-                for &group in &targets.groups {
-                    // SAFETY: plain system call.
-                    unsafe { libc::kill(-group, libc::SIGKILL) };
-                }
-            }
+            watchdog_kill(cgroup_root.as_deref());
             eprintln!(
                 "zinit_server: the shutdown deadline of {} passed with a step still running; \
-             killed what was left of the units and exiting with code {}",
+             killed every process left in the units and below the server; exiting with code {}",
                 humantime::format_duration(timeout),
                 exit::DEADLINE
             );
@@ -322,8 +343,12 @@ fn arm_watchdog(
             // SAFETY: ends the process at once, with no unwinding or locks.
             unsafe { libc::_exit(exit::DEADLINE) };
         });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the shutdown watchdog: {e}");
+    match spawned {
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(e) => {
+            tracing::error!("cannot start the shutdown watchdog: {e}");
+            None
+        }
     }
 }
 
@@ -335,13 +360,12 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
         deadline: start + timeout,
     };
     let done = Arc::new(AtomicBool::new(false));
-    let targets: Arc<OnceLock<WatchdogTargets>> = Arc::new(OnceLock::new());
     let watchdog_deadline = std::time::Instant::now() + timeout;
-    arm_watchdog(
+    let watchdog = arm_watchdog(
         watchdog_deadline,
         timeout,
         done.clone(),
-        targets.clone(),
+        inner.sup.cgroup_root().map(|r| r.path().to_path_buf()),
         inner.socket.clone(),
         inner.pid_file.clone(),
     );
@@ -356,13 +380,6 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
         Ok(Ok(units)) => units,
         _ => Vec::new(),
     };
-    let _ = targets.set(WatchdogTargets {
-        cgroups: units
-            .iter()
-            .filter_map(|u| u.members.cgroup().map(|c| c.path().to_path_buf()))
-            .collect(),
-        groups: units.iter().map(|u| u.members.root().pid).collect(),
-    });
     let configs = inner.sup.configs().await.unwrap_or_default();
 
     let mut summary = pb::ShutdownSummary::default();
@@ -397,6 +414,9 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
     run.emit(pb::shutdown_event::Kind::Summary(summary));
     run.finish();
     done.store(true, Ordering::SeqCst);
+    if let Some(thread) = watchdog {
+        thread.unpark();
+    }
     inner.exit_code.store(code, Ordering::SeqCst);
     inner.finished.send_replace(true);
 }
@@ -699,6 +719,10 @@ async fn dry_run(
     if let Some(pid) = client {
         exclude.extend(table.ancestors(pid));
     }
+    // Processes of live units are stopped by their units, not swept.
+    for (_, members) in sup.unit_members().await.map_err(convert::status)? {
+        exclude.extend(members.scan(&table).into_iter().map(|m| m.id.pid));
+    }
     let alive: Vec<&zinit_supervisor::UnitStatus> =
         units.iter().filter(|u| u.processes_alive).collect();
     let names: HashSet<&str> = alive.iter().map(|u| u.name.as_str()).collect();
@@ -741,6 +765,7 @@ async fn dry_run(
         grown: watch::channel(0).0,
         force: watch::channel(false).0,
         finished: watch::channel(false).0,
+        began: watch::channel(false).0,
         exit_code: AtomicI32::new(0),
         clients: Mutex::new(HashSet::new()),
     };

@@ -344,6 +344,11 @@ impl Supervisor {
         )));
     }
 
+    /// The processes of every unit that has live ones.
+    pub async fn unit_members(&self) -> Result<Vec<(String, Members)>, SupervisorError> {
+        self.ask(|r| Request::Members(None, r)).await?
+    }
+
     /// Every service's configuration (for the shutdown's sweep of ports and filters).
     pub async fn configs(&self) -> Result<Vec<Arc<ServiceConfig>>, SupervisorError> {
         self.ask(Request::Configs).await

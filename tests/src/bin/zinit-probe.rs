@@ -4,10 +4,12 @@
 //!
 //! `zinit-probe reaper --tag T --fixture PATH`
 //! `unshare --pid --fork --mount-proc zinit-probe pid-reuse --tag T --fixture PATH`
+//! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... -- SERVER ARGS`
 //!
 //! Prints `ok SCENARIO` and exits 0 when every check holds; panics (exit
 //! 101) with the failed check otherwise.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zinit_process::reaper::{Reaper, adopted, is_child_subreaper};
 use zinit_process::spawn::ExitStatus;
@@ -173,8 +175,154 @@ async fn pid_reuse(tag: &Tag, fixture: &str) {
     newcomer.child.wait().await.expect("reap newcomer");
 }
 
+/// Brings the loopback interface up in a fresh network namespace.
+fn loopback_up() {
+    // SAFETY: a plain socket used only for the interface ioctls below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    assert!(fd >= 0, "socket for ioctl");
+    // SAFETY: an all-zero ifreq is valid; the name fits.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: valid fd and ifreq for SIOCGIFFLAGS / SIOCSIFFLAGS.
+    unsafe {
+        libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        libc::close(fd);
+    }
+}
+
+/// Every process of this PID namespace but us: (pid, state, cmdline).
+fn namespace_processes() -> Vec<(i32, char, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == 1 {
+            continue;
+        }
+        let state = state_of(pid).unwrap_or('?');
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| {
+                String::from_utf8_lossy(&raw)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        out.push((pid, state, cmdline));
+    }
+    out
+}
+
+/// PID 1 of a scenario's namespace: starts the extra processes and the
+/// server, reaps everything, and when the server has exited, reports every
+/// process still in the namespace (a survivor) before it ends them all.
+fn ns_init() -> i32 {
+    assert_eq!(
+        std::process::id(),
+        1,
+        "ns-init runs as PID 1 of a private PID namespace"
+    );
+    let args: Vec<String> = std::env::args().collect();
+    let report = PathBuf::from(arg("--report"));
+    let split = args.iter().position(|a| a == "--").expect("-- SERVER ARGS");
+    let server_argv = &args[split + 1..];
+    let spawns: Vec<&String> = args[..split]
+        .windows(2)
+        .filter(|w| w[0] == "--spawn")
+        .map(|w| &w[1])
+        .collect();
+    loopback_up();
+    let mut lines = Vec::new();
+    for spawn in spawns {
+        let words = shlex::split(spawn).expect("a --spawn command");
+        let child = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .spawn()
+            .expect("spawn extra");
+        lines.push(format!("extra pid={}", child.id()));
+        std::mem::forget(child);
+    }
+    // Give extras a moment to bind their ports before the server starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let server = std::process::Command::new(&server_argv[0])
+        .args(&server_argv[1..])
+        .spawn()
+        .expect("spawn zinit_server");
+    let server_pid = server.id() as i32;
+    std::mem::forget(server);
+    lines.push(format!("server pid={server_pid}"));
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut server_status = None;
+    while server_status.is_none() && Instant::now() < end {
+        let mut status = 0;
+        // SAFETY: plain waitpid on any child, with a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == server_pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            server_status = Some(code);
+        } else if pid <= 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let t = zinit_tests_now_ns();
+    match server_status {
+        Some(code) => lines.push(format!("server_exit code={code} t={t}")),
+        None => lines.push(format!("server_timeout t={t}")),
+    }
+    // Zombies of the server's children are re-parented to us: reap them first.
+    loop {
+        let mut status = 0;
+        // SAFETY: as above.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            break;
+        }
+    }
+    for (pid, state, cmdline) in namespace_processes() {
+        if state != 'Z' {
+            lines.push(format!("survivor pid={pid} state={state} cmd={cmdline}"));
+        }
+    }
+    std::fs::write(&report, lines.join("\n") + "\n").expect("write report");
+    // End everything (the namespace dies with us anyway) and reap.
+    for (pid, _, _) in namespace_processes() {
+        // SAFETY: plain kill inside our own namespace.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let stop = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < stop && !namespace_processes().is_empty() {
+        let mut status = 0;
+        // SAFETY: as above.
+        unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    0
+}
+
+fn zinit_tests_now_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
 fn main() {
     let scenario = std::env::args().nth(1).expect("scenario");
+    if scenario == "ns-init" {
+        std::process::exit(ns_init());
+    }
     let tag_text = arg("--tag");
     let fixture = arg("--fixture");
     let runtime = tokio::runtime::Builder::new_current_thread()
