@@ -452,3 +452,61 @@ async fn fifty_clients_follow_a_chatty_service_in_order() {
     .expect("fifty followers within 60 s");
     assert_eq!(results, 50 * 1000);
 }
+
+#[tokio::test]
+async fn the_tcp_listener_is_loopback_only_and_needs_the_token() {
+    let tag = Tag::new("cli-tcp");
+    let conf = conf_dir(&tag);
+    let token_file = tag.dir().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let _server = Server::start(
+        &tag,
+        &conf,
+        &[
+            "--tcp",
+            &addr,
+            "--token-file",
+            token_file.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    let channel = tonic::transport::Endpoint::try_from(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect over TCP");
+    let mut client = zinit_proto::v1::control_client::ControlClient::new(channel);
+    let denied = client
+        .server_info(zinit_proto::v1::ServerInfoRequest {})
+        .await
+        .expect_err("no token");
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let mut request = tonic::Request::new(zinit_proto::v1::ServerInfoRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+    let info = client
+        .server_info(request)
+        .await
+        .expect("with the token")
+        .into_inner();
+    assert_eq!(info.pid, _server.child.pid() as u32);
+
+    // Anything but loopback is refused at start-up.
+    let refused = std::process::Command::new(zinit_tests::workspace_bin("zinit_server"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(tag.dir().join("other.sock"))
+        .args(["--tcp", "0.0.0.0:1", "--token-file"])
+        .arg(&token_file)
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only loopback addresses"));
+}

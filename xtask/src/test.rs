@@ -62,6 +62,10 @@ fn cargo_test(cargo: &str) -> Result<(u64, u64, bool)> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             passed += count(rest, "passed");
             failed += count(rest, "failed");
+        } else if let Some((_, rest)) = line.split_once("scenarios: ") {
+            // The shutdown suite's own closing line: "N passed, N failed".
+            passed += count(rest.replace(',', ";").as_str(), "passed");
+            failed += count(rest.replace(',', ";").as_str(), "failed");
         }
     }
     let status = child.wait()?;
