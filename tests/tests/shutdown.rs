@@ -32,6 +32,27 @@ fn bin(name: &str) -> PathBuf {
     }
 }
 
+/// The debug server built with the test-only fault hook (for the watchdog).
+fn hooked_server() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "zinit-server",
+            "--features",
+            "test-hooks",
+        ])
+        .status()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        status.success(),
+        "building zinit_server with test-hooks failed"
+    );
+    Ok(zinit_tests::bin_dir().join("zinit_server"))
+}
+
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
         let holds: bool = $cond;
@@ -95,6 +116,10 @@ impl Lab {
 
     /// Starts the namespace init (which starts `extras`, then the server).
     fn start(&mut self, extras: &[String], env: &[(&str, &str)]) -> Outcome {
+        self.start_with(&bin("zinit_server"), extras, env)
+    }
+
+    fn start_with(&mut self, server: &Path, extras: &[String], env: &[(&str, &str)]) -> Outcome {
         let mut command = Command::new("unshare");
         command
             .args(["--pid", "--net", "--fork", "--mount-proc"])
@@ -108,7 +133,7 @@ impl Lab {
         }
         command
             .arg("--")
-            .arg(bin("zinit_server"))
+            .arg(server)
             .arg("--config")
             .arg(&self.conf)
             .arg("--socket")
@@ -790,7 +815,11 @@ fn the_watchdog_ends_a_wedged_shutdown() -> Outcome {
     let mut lab = Lab::new("sd-watchdog");
     lab.service("svc", "--width 2 --depth 2", "");
     lab.service("other", "--double-fork 1", "");
-    lab.start(&[], &[("ZINIT_TEST_WEDGE", "before-freeze")])?;
+    lab.start_with(
+        &hooked_server()?,
+        &[],
+        &[("ZINIT_TEST_WEDGE", "before-freeze")],
+    )?;
     lab.wait_running(&["svc", "other"])?;
     let t0 = now_ns();
     let (code, _events) = lab.shutdown(&["--timeout", "3s"]);

@@ -1,194 +1,178 @@
-//! `cargo xtask demo`: starts a small stack of real process trees and stops
-//! them all with live progress, then checks that nothing is left.
-//!
-//! Until the server exists this drives the process layer directly: each
-//! "service" is a fixture tree in its own cgroup (where the host allows it),
-//! stopped deepest first with its own signal, mode and timeout, all in
-//! parallel.
+//! `cargo xtask demo`: a small realistic stack under a real `zinit_server`,
+//! `zinit list`, then `zinit shutdown` with its live progress, and a check
+//! that nothing is left. Everything runs from a temporary directory and is
+//! cleaned up, whatever happens.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use zinit_process::spawn::Output;
-use zinit_process::stop::{StopEvent, StopMode, StopSpec, stop};
-use zinit_process::{CgroupRoot, Command, Members, Signal};
 
-struct Service {
-    name: &'static str,
-    args: &'static [&'static str],
-    spec: StopSpec,
-}
-
-fn stack() -> Vec<Service> {
-    let spec = |timeout_ms, mode| StopSpec {
-        timeout: Duration::from_millis(timeout_ms),
-        mode,
-        ..StopSpec::default()
-    };
+/// The demo's services: (name, fixture arguments, extra YAML).
+fn stack(port: u16) -> Vec<(&'static str, String, String)> {
     vec![
-        Service {
-            name: "database",
-            args: &[
-                "--width",
-                "4",
-                "--depth",
-                "1",
-                "--term-delay-ms",
-                "800",
-                "--delay-scope",
-                "root",
-                "--tcp",
-                "0",
-            ],
-            spec: spec(10_000, StopMode::Tree),
-        },
-        Service {
-            name: "api",
-            args: &["--width", "3", "--depth", "3"],
-            spec: spec(5_000, StopMode::Tree),
-        },
-        Service {
-            name: "workers",
-            args: &["--width", "8", "--depth", "2", "--respawn"],
-            spec: spec(5_000, StopMode::Group),
-        },
-        Service {
-            name: "stubborn",
-            args: &["--width", "2", "--depth", "2", "--ignore-term", "all"],
-            spec: spec(2_000, StopMode::Tree),
-        },
+        (
+            "database",
+            format!("--width 4 --term-delay-ms 800 --delay-scope root --tcp {port}"),
+            format!("shutdown_timeout: 10\nports: [{port}]\n"),
+        ),
+        (
+            "api",
+            "--width 3 --depth 3".into(),
+            "after: [database]\n".into(),
+        ),
+        (
+            "workers",
+            "--width 6 --depth 2 --respawn".into(),
+            "after: [api]\nstop_mode: group\n".into(),
+        ),
+        (
+            "stubborn",
+            "--width 2 --depth 2 --ignore-term all".into(),
+            "shutdown_timeout: 2\n".into(),
+        ),
+        (
+            "migrate",
+            "--exit-after-ms 100".into(),
+            "oneshot: true\nafter: [database]\n".into(),
+        ),
     ]
 }
 
 pub fn run() -> Result<()> {
-    zinit_process::limits::raise_nofile_limit()?;
-    let fixture = crate::bench::build_fixture()?;
+    let bins = crate::install::build_release(true)?;
     let tag = format!("zdemo-{}", std::process::id());
-    let cgroups = CgroupRoot::detect_as(&tag);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(demo(&fixture, &tag, cgroups.as_ref()));
+    let dir = std::env::temp_dir().join(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf"))?;
+    let result = demo(&bins, &tag, &dir);
     crate::bench::reap_tag(&tag);
-    if let Some(root) = &cgroups {
-        let _ = root.remove();
-    }
+    let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn demo(fixture: &str, tag: &str, cgroups: Option<&CgroupRoot>) -> Result<()> {
-    println!(
-        "zinit demo: process layer ({})\n",
-        if cgroups.is_some() {
-            "one cgroup v2 per service"
-        } else {
-            "process groups, no cgroups"
-        }
-    );
-    let mut running = Vec::new();
-    println!(
-        "{:<10} {:>6} {:>6}  {:<8} {:>8}",
-        "SERVICE", "PID", "PROCS", "MODE", "TIMEOUT"
-    );
-    for service in stack() {
-        let mut command = Command::new(fixture)
-            .args(["--tag", tag])
-            .args(service.args)
-            .stdout(Output::Piped);
-        if let Some(root) = cgroups {
-            command = command.cgroup(root.create(service.name)?);
-        }
-        let mut child = command.spawn()?;
-        let stdout = std::fs::File::from(child.take_stdout().expect("piped"));
-        let count = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-            .map_while(Result::ok)
-            .take_while(|l| !l.starts_with("ready"))
-            .count();
-        println!(
-            "{:<10} {:>6} {:>6}  {:<8} {:>7.1}s",
-            service.name,
-            child.pid(),
-            count,
-            format!("{:?}", service.spec.mode).to_lowercase(),
-            service.spec.timeout.as_secs_f64()
-        );
-        running.push((service, child));
-    }
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
 
-    println!("\nshutting down every service in parallel:");
-    let start = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, StopEvent)>();
-    let mut stops = tokio::task::JoinSet::new();
-    for (service, mut child) in running {
-        let tx = tx.clone();
-        stops.spawn(async move {
-            let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-            let forward = tokio::spawn(async move {
-                while let Some(event) = events_rx.recv().await {
-                    let _ = tx.send((service.name, event));
-                }
-            });
-            let members = Members::of_child(&child);
-            let report = stop(&members, &service.spec, Some(&events_tx)).await;
-            drop(events_tx);
-            let _ = forward.await;
-            let _ = child.wait().await;
-            (service.name, report)
-        });
+fn demo(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
+    let fixture = bins.join("zinit-fixture");
+    let conf = dir.join("conf");
+    for (name, args, yaml) in stack(free_port()?) {
+        std::fs::write(
+            conf.join(format!("{name}.yaml")),
+            format!("exec: {} --tag {tag} {args}\n{yaml}", fixture.display()),
+        )?;
     }
-    drop(tx);
-    let printer = tokio::spawn(async move {
-        while let Some((name, event)) = rx.recv().await {
-            match event {
-                StopEvent::Signalled {
-                    pid,
-                    depth,
-                    signal,
-                    at,
-                    ..
-                } if depth == 0 || signal == Signal::SIGKILL => println!(
-                    "  {:>6.2}s {name:<9} {} -> pid {pid} (depth {depth})",
-                    at.as_secs_f64(),
-                    signal.as_str()
-                ),
-                StopEvent::Waiting { remaining, at } => println!(
-                    "  {:>6.2}s {name:<9} waiting for {} process(es), first: pid {} ({})",
-                    at.as_secs_f64(),
-                    remaining.len(),
-                    remaining[0].0,
-                    remaining[0].1
-                ),
-                StopEvent::Escalating { remaining, at } => println!(
-                    "  {:>6.2}s {name:<9} timeout: freezing and killing {remaining} process(es)",
-                    at.as_secs_f64()
-                ),
-                _ => {}
-            }
-        }
-    });
-    let mut failed = false;
-    while let Some(done) = stops.join_next().await {
-        let (name, report) = done?;
-        let report = report?;
-        let (exited, killed) = report.exit_counts();
+    // A stray process holding nothing we declared, and one outside any tree
+    // that matches a declared filter: the sweep's job.
+    std::fs::write(
+        conf.join("cache.yaml"),
+        format!(
+            "exec: {} --tag {tag} --width 1\nprocess_filters: [\"cmdline:zdemo-stray-{tag}\"]\n",
+            fixture.display()
+        ),
+    )?;
+    let socket = dir.join("zinit.sock");
+    let server_log = std::fs::File::create(dir.join("server.log"))?;
+    let mut server = Command::new(bins.join("zinit_server"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(server_log)
+        .spawn()
+        .context("starting zinit_server")?;
+    let mut stray = Command::new(&fixture)
+        .args(["--tag", tag, "--", &format!("zdemo-stray-{tag}")])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let zinit = |args: &[&str]| {
+        Command::new(bins.join("zinit"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .status()
+    };
+    let outcome = (|| -> Result<()> {
+        wait_until_running(bins, &socket)?;
+        println!("$ zinit list");
+        zinit(&["list"])?;
+        println!("\n$ zinit shutdown");
+        let status = zinit(&["shutdown"])?;
+        let exited = wait_exit(&mut server, Duration::from_secs(35))?;
+        let left = tagged(tag);
         println!(
-            "  {:>6.2}s {name:<9} stopped: {:?}, {exited} processes exited ({killed} killed) in {:.2}s",
-            start.elapsed().as_secs_f64(),
-            report.outcome,
-            report.elapsed.as_secs_f64()
+            "\nzinit shutdown exited {}; zinit_server exited {}; processes left with the demo's tag: {}",
+            status.code().unwrap_or(-1),
+            exited,
+            left.len()
         );
-        failed |= !report.leftovers.is_empty();
+        if !left.is_empty() {
+            bail!("processes were left: {left:?}");
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = stray.kill();
+    let _ = stray.wait();
+    if outcome.is_err() {
+        eprintln!(
+            "server log:\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
     }
-    let _ = printer.await;
-    let left = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Full)?
-        .iter()
-        .filter(|p| p.cmdline.iter().any(|a| a == tag))
-        .count();
-    println!(
-        "\nall services stopped in {:.2}s; processes left: {left}",
-        start.elapsed().as_secs_f64()
-    );
-    if failed || left > 0 {
-        bail!("the demo left processes behind");
+    outcome
+}
+
+fn wait_until_running(bins: &Path, socket: &PathBuf) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(bins.join("zinit"))
+            .arg("--socket")
+            .arg(socket)
+            .args(["--json", "list"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && !text.contains("\"starting\"") && !text.contains("\"blocked\"") {
+            // Give the trees a moment to finish forking.
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("the demo services did not start: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
+}
+
+fn wait_exit(child: &mut std::process::Child, bound: Duration) -> Result<String> {
+    let end = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status
+                .code()
+                .map_or_else(|| status.to_string(), |c| c.to_string()));
+        }
+        if Instant::now() > end {
+            bail!("zinit_server did not exit within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Live processes with `tag` in their argv.
+pub fn tagged(tag: &str) -> Vec<i32> {
+    zinit_process::ProcessTable::snapshot(zinit_process::Detail::Full)
+        .map(|t| {
+            t.iter()
+                .filter(|p| p.cmdline.iter().any(|a| a == tag))
+                .map(|p| p.pid)
+                .collect()
+        })
+        .unwrap_or_default()
 }

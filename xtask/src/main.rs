@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod install;
 mod test;
 
 use anyhow::{Context, Result, bail};
@@ -24,6 +25,10 @@ enum Task {
     Test,
     /// Benchmarks that print numbers against a baseline measured in the same run.
     Bench(bench::Args),
+    /// Builds release binaries and installs them (shutting a running server down first).
+    Install(install::Args),
+    /// Installs release binaries into a temporary prefix and runs the shutdown scenario suite against them.
+    TestShutdown,
 }
 
 fn main() -> Result<()> {
@@ -31,6 +36,8 @@ fn main() -> Result<()> {
         Task::Demo => demo::run(),
         Task::Test => test::run(),
         Task::Bench(args) => bench::run(args),
+        Task::Install(args) => install::run(args),
+        Task::TestShutdown => test::test_shutdown(),
     }
 }
 

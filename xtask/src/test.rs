@@ -17,7 +17,18 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
-    let (passed, failed, ok) = cargo_test(&cargo)?;
+    let (mut passed, mut failed, mut ok) = cargo_test(&cargo)?;
+    match test_shutdown_counts() {
+        Ok((p, f, good)) => {
+            passed += p;
+            failed += f;
+            ok &= good;
+        }
+        Err(e) => {
+            println!("the shutdown scenario suite did not run: {e:#}");
+            ok = false;
+        }
+    }
     let leaked = leaked_processes();
     if !leaked.is_empty() {
         println!("the tests left processes behind:\n{}", leaked.join("\n"));
@@ -33,10 +44,41 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask test-shutdown`.
+pub fn test_shutdown() -> Result<()> {
+    let (passed, failed, ok) = test_shutdown_counts()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !ok || failed > 0 {
+        bail!("shutdown scenarios failed");
+    }
+    Ok(())
+}
+
+/// Installs release binaries into a temporary prefix and runs the shutdown
+/// scenario suite against them (its watchdog scenario uses the debug build
+/// with the test-only fault hook).
+fn test_shutdown_counts() -> Result<(u64, u64, bool)> {
+    let built = crate::install::build_release(false)?;
+    let prefix = std::env::temp_dir().join(format!("zinit-prefix-{}", std::process::id()));
+    crate::install::install_binaries(&built, &prefix)?;
+    let cargo = crate::cargo();
+    let args = [
+        "test",
+        "-p",
+        "zinit-tests",
+        "--test",
+        "shutdown",
+        "--color",
+        "never",
+    ];
+    let result = run_counting(&cargo, &args, &[("ZINIT_BIN_DIR", prefix.join("bin"))]);
+    let _ = std::fs::remove_dir_all(&prefix);
+    result
+}
+
 /// Runs the whole test suite, echoing its output, and adds up the
 /// `test result:` lines of every test binary.
 fn cargo_test(cargo: &str) -> Result<(u64, u64, bool)> {
-    use std::io::BufRead;
     // The shutdown suite's watchdog scenario needs the server's test-only
     // fault hook; release builds never have it.
     let args = [
@@ -48,9 +90,20 @@ fn cargo_test(cargo: &str) -> Result<(u64, u64, bool)> {
         "--features",
         "zinit-server/test-hooks",
     ];
+    run_counting(cargo, &args, &[])
+}
+
+/// Runs a test command, echoing its output, and adds up its closing lines.
+fn run_counting(
+    cargo: &str,
+    args: &[&str],
+    env: &[(&str, std::path::PathBuf)],
+) -> Result<(u64, u64, bool)> {
+    use std::io::BufRead;
     eprintln!("$ {cargo} {}", args.join(" "));
     let mut child = std::process::Command::new(cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(crate::root())
         .stdout(std::process::Stdio::piped())
         .spawn()?;

@@ -94,7 +94,8 @@ pub async fn run(
         pid_visible.then_some(info.pid),
         socket,
         Duration::from_secs(10),
-    );
+    )
+    .await;
     let elapsed = started.elapsed();
     if json {
         print_json(
@@ -118,7 +119,7 @@ pub async fn run(
 
 /// Waits (bounded) until the server process is gone: by its pid when we
 /// share its PID namespace, else until its socket is gone and refuses.
-fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Duration) -> bool {
+async fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Duration) -> bool {
     let end = Instant::now() + bound;
     loop {
         let alive = match pid {
@@ -136,7 +137,9 @@ fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Duration) ->
         if Instant::now() > end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        // Sleep without blocking the runtime: the connection must still
+        // be able to answer the server's GOAWAY and close.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
