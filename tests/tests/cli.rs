@@ -510,3 +510,70 @@ async fn the_tcp_listener_is_loopback_only_and_needs_the_token() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("only loopback addresses"));
 }
+
+#[tokio::test]
+async fn on_a_terminal_the_shutdown_shows_a_live_progress_display() {
+    let tag = Tag::new("cli-tty");
+    let conf = conf_dir(&tag);
+    service(&tag, &conf, "slow", "--term-delay-ms 1500", "");
+    service(&tag, &conf, "quick", "--width 2", "");
+    let mut server = Server::start(&tag, &conf, &[]).await;
+    until_state(&server, "slow", "running");
+    until_state(&server, "quick", "running");
+
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = || std::process::Stdio::from(pty.slave.try_clone().expect("dup slave"));
+    let mut child = std::process::Command::new(zinit_tests::workspace_bin("zinit"))
+        .arg("--socket")
+        .arg(&server.socket)
+        .arg("shutdown")
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .expect("zinit shutdown on a pty");
+    drop(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut master = master;
+        let mut screen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave descriptor closes (the CLI exited).
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            screen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&screen).into_owned()
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(Instant::now() < end, "zinit shutdown did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let screen = reader.join().expect("reader");
+    assert_eq!(status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains("units stopped"),
+        "a progress bar was drawn: {screen}"
+    );
+    assert!(
+        screen.contains("blocking: slow pid"),
+        "what blocks is shown: {screen}"
+    );
+    assert!(screen.contains("summary: clean"), "{screen}");
+    assert!(screen.contains("stopped: zinit_server"), "{screen}");
+    assert!(
+        screen.contains('\u{1b}'),
+        "terminal control sequences were used"
+    );
+    assert_eq!(
+        server.stop().await,
+        Some(zinit_process::spawn::ExitStatus::Exited(0))
+    );
+}

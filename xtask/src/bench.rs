@@ -170,7 +170,27 @@ pub fn run(args: Args) -> Result<()> {
     let result = (|| {
         snapshots(&bench, args.quick)?;
         runtime.block_on(stop_polite(&bench))?;
-        runtime.block_on(waiting_cpu(&bench))
+        runtime.block_on(waiting_cpu(&bench))?;
+        let sizes: &[(usize, usize)] = if args.quick {
+            &[(50, 20)]
+        } else {
+            &[(50, 20), (200, 25)]
+        };
+        println!(
+            "4. zinit_server shutdown of N services × M processes (polite trees), release build"
+        );
+        println!(
+            "   {:>8} {:>10} {:>12} {:>12} {:>7} {:>11} {:>13}",
+            "services", "processes", "zinit", "baseline", "ratio", "peak RSS", "idle CPU in 5s"
+        );
+        for &(services, per) in sizes {
+            runtime.block_on(shutdown_bench(&bench, services, per))?;
+        }
+        println!(
+            "   (zinit: from the Shutdown request to the server's exit, ordered and verified;\n    \
+             baseline: the bench sends SIGTERM to every pid of the same trees and waits on pidfds)"
+        );
+        Ok(())
     })();
     reap_tag(&bench.tag);
     if let Some(root) = &bench.cgroups {
@@ -347,4 +367,119 @@ async fn waiting_cpu(bench: &Bench) -> Result<()> {
         polling.as_secs_f64() / zinit.as_secs_f64().max(1e-6)
     );
     Ok(())
+}
+
+/// Waits (bounded) until `count` processes carry `tag`.
+fn wait_for_processes(tag: &str, count: usize) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = crate::demo::tagged(tag).len();
+        if n >= count {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("only {n} of {count} processes started");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time of a process, all threads, in nanoseconds (`/proc/PID/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+async fn shutdown_bench(bench: &Bench, services: usize, per: usize) -> Result<()> {
+    let bins = crate::install::build_release(true)?;
+    let tag = format!("{}-sd{services}", bench.tag);
+    let dir = std::env::temp_dir().join(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf"))?;
+    let width = (per - 1).to_string();
+    for i in 0..services {
+        std::fs::write(
+            dir.join(format!("conf/s{i:03}.yaml")),
+            format!(
+                "exec: {} --tag {tag} --width {width}\n",
+                bins.join("zinit-fixture").display()
+            ),
+        )?;
+    }
+    let socket = dir.join("zinit.sock");
+    let mut server = std::process::Command::new(bins.join("zinit_server"))
+        .arg("--config")
+        .arg(dir.join("conf"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let outcome = async {
+        wait_for_processes(&tag, services * per)?;
+        let pid = server.id();
+        let cpu_before = cpu_ns(pid);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle_cpu = cpu_ns(pid).saturating_sub(cpu_before) as f64 / 1e9;
+        let mut peak_kib = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
+        let start = Instant::now();
+        let status = std::process::Command::new(bins.join("zinit"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("shutdown")
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        peak_kib = peak_kib.max(proc_field(pid, "status", "VmHWM:").unwrap_or(0));
+        let exit = server.wait()?;
+        let zinit = start.elapsed();
+        if !status.success() || !exit.success() {
+            bail!("the shutdown was not clean (cli {status}, server {exit})");
+        }
+        // The baseline on the same trees.
+        let mut roots = Vec::new();
+        for _ in 0..services {
+            roots.push(Tree::start(bench, &["--width", &width])?);
+        }
+        let pids: Vec<i32> = roots.iter().flat_map(|t| t.pids.iter().copied()).collect();
+        let start = Instant::now();
+        naive_stop(&pids).await?;
+        let baseline = start.elapsed();
+        for mut root in roots {
+            let _ = root.child.wait().await;
+        }
+        println!(
+            "   {services:>8} {:>10} {:>12} {:>12} {:>6.2}x {:>7.1} MiB {:>10.2} ms",
+            services * per,
+            ms(zinit),
+            ms(baseline),
+            zinit.as_secs_f64() / baseline.as_secs_f64(),
+            peak_kib as f64 / 1024.0,
+            idle_cpu * 1e3
+        );
+        Ok(())
+    }
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    reap_tag(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }

@@ -4,6 +4,7 @@
 use crate::output::{self, print_json};
 use crate::{Failure, code};
 use serde_json::{Value, json};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use zinit_proto::v1 as pb;
@@ -56,6 +57,7 @@ pub async fn run(
     };
     let mut stream = client.shutdown(request).await?.into_inner();
     let mut summary = None;
+    let mut live = (!json && std::io::stdout().is_terminal()).then(Live::new);
     loop {
         match stream.message().await {
             Ok(Some(response)) => {
@@ -64,8 +66,12 @@ pub async fn run(
                 };
                 if json {
                     print_json(&event_json(&event));
+                } else if let Some(live) = live.as_mut() {
+                    live.show(&event);
                 } else {
-                    print_event(&event);
+                    for line in event_lines(&event) {
+                        println!("{line}");
+                    }
                 }
                 if let Some(Kind::Summary(s)) = event.kind {
                     summary = Some(s);
@@ -79,6 +85,9 @@ pub async fn run(
                 break;
             }
         }
+    }
+    if let Some(live) = live.take() {
+        live.finish();
     }
     if dry_run {
         return Ok(code::OK);
@@ -203,7 +212,8 @@ pub fn event_json(event: &pb::ShutdownEvent) -> Value {
 }
 
 /// One plain line per event (signals to non-leaders are folded into counts).
-pub fn print_event(event: &pb::ShutdownEvent) {
+pub fn event_lines(event: &pb::ShutdownEvent) -> Vec<String> {
+    let mut out = Vec::new();
     let at = secs(&event.at);
     match &event.kind {
         Some(Kind::Plan(p)) => {
@@ -212,53 +222,53 @@ pub fn print_event(event: &pb::ShutdownEvent) {
             } else {
                 "plan: stopping"
             };
-            println!(
+            out.push(format!(
                 "{at:6.2}s {title} {} unit(s) within {:.0}s",
                 p.units.len(),
                 secs(&p.deadline)
-            );
+            ));
             for u in &p.units {
                 let after = if u.waits_for.is_empty() {
                     String::new()
                 } else {
                     format!(" after {}", u.waits_for.join(", "))
                 };
-                println!(
+                out.push(format!(
                     "         {:<16} {} {} budget {:.1}s{after}",
                     u.name,
                     u.signal,
                     u.mode,
                     secs(&u.budget)
-                );
+                ));
             }
             if p.dry_run {
                 if p.sweep.is_empty() {
-                    println!("         the sweep would target nothing right now");
+                    out.push(format!("         the sweep would target nothing right now"));
                 }
                 for t in &p.sweep {
-                    println!(
+                    out.push(format!(
                         "         sweep would kill pid {} ({}): {}",
                         t.pid, t.name, t.reason
-                    );
+                    ));
                 }
             }
         }
-        Some(Kind::UnitStopping(u)) => println!(
+        Some(Kind::UnitStopping(u)) => out.push(format!(
             "{at:6.2}s {:<16} stopping: {} ({}), budget {:.1}s",
             u.name,
             u.signal,
             u.mode,
             secs(&u.budget)
-        ),
+        )),
         Some(Kind::SignalSent(s)) if s.depth == 0 || s.signal == "SIGKILL" => {
             let unit = if s.unit.is_empty() { "sweep" } else { &s.unit };
-            println!(
+            out.push(format!(
                 "{at:6.2}s {unit:<16} {} -> pid {} ({}, depth {})",
                 s.signal, s.pid, s.name, s.depth
-            );
+            ));
         }
         Some(Kind::SignalSent(_)) => {}
-        Some(Kind::UnitStopped(u)) => println!(
+        Some(Kind::UnitStopped(u)) => out.push(format!(
             "{at:6.2}s {:<16} stopped in {:.2}s: {} ({} exited, {} killed, main {})",
             u.name,
             secs(&u.duration),
@@ -266,7 +276,7 @@ pub fn print_event(event: &pb::ShutdownEvent) {
             u.processes_exited,
             u.processes_killed,
             output::exit_text(u.exit_status.as_ref())
-        ),
+        )),
         Some(Kind::StillWaiting(w)) => {
             if let Some(b) = w.blockers.first() {
                 let more = if w.blockers.len() > 1 {
@@ -274,30 +284,30 @@ pub fn print_event(event: &pb::ShutdownEvent) {
                 } else {
                     String::new()
                 };
-                println!(
+                out.push(format!(
                     "{at:6.2}s {:<16} waiting for pid {} ({}), {:.1}s of {:.1}s{more}",
                     b.unit,
                     b.pid,
                     b.name,
                     secs(&b.waiting),
                     secs(&b.budget)
-                );
+                ));
             }
         }
-        Some(Kind::ProcessSwept(p)) => println!(
+        Some(Kind::ProcessSwept(p)) => out.push(format!(
             "{at:6.2}s sweep            killed pid {} ({}) with {}: {}",
             p.pid, p.name, p.signal, p.reason
-        ),
+        )),
         Some(Kind::Verification(v)) => {
             if v.clean {
-                println!("{at:6.2}s verified: no process left");
+                out.push(format!("{at:6.2}s verified: no process left"));
             } else {
                 for l in &v.leftovers {
-                    println!("{at:6.2}s LEFT: pid {} ({}): {}", l.pid, l.name, l.reason);
+                    out.push(format!("{at:6.2}s LEFT: pid {} ({}): {}", l.pid, l.name, l.reason));
                 }
             }
         }
-        Some(Kind::Summary(s)) => println!(
+        Some(Kind::Summary(s)) => out.push(format!(
             "{at:6.2}s summary: {} in {:.2}s; units {} graceful, {} killed; processes {} graceful, {} killed, {} swept, {} left{}",
             if s.clean { "clean" } else { "NOT clean" },
             secs(&s.duration),
@@ -312,7 +322,58 @@ pub fn print_event(event: &pb::ShutdownEvent) {
             } else {
                 ""
             }
-        ),
+        )),
         None => {}
+    }
+    out
+}
+
+/// The terminal view: event lines scroll above a bar of units done out of
+/// the plan's, whose message says what is blocking now and for how long.
+struct Live {
+    bar: indicatif::ProgressBar,
+}
+
+impl Live {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:30}] {pos}/{len} units stopped  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self { bar }
+    }
+
+    fn show(&mut self, event: &pb::ShutdownEvent) {
+        match &event.kind {
+            Some(Kind::Plan(plan)) => self.bar.set_length(plan.units.len() as u64),
+            Some(Kind::UnitStopped(_)) => self.bar.inc(1),
+            Some(Kind::StillWaiting(w)) => {
+                if let Some(b) = w.blockers.first() {
+                    self.bar.set_message(format!(
+                        "blocking: {} pid {} ({}) {:.1}s of {:.1}s",
+                        b.unit,
+                        b.pid,
+                        b.name,
+                        secs(&b.waiting),
+                        secs(&b.budget)
+                    ));
+                }
+                return;
+            }
+            Some(Kind::Summary(_)) => self.bar.set_message(""),
+            _ => {}
+        }
+        for line in event_lines(event) {
+            self.bar.println(line);
+        }
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
     }
 }
