@@ -243,7 +243,7 @@ pub fn event_lines(event: &pb::ShutdownEvent) -> Vec<String> {
             }
             if p.dry_run {
                 if p.sweep.is_empty() {
-                    out.push(format!("         the sweep would target nothing right now"));
+                    out.push("         the sweep would target nothing right now".to_string());
                 }
                 for t in &p.sweep {
                     out.push(format!(
