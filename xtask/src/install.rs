@@ -3,6 +3,7 @@
 //! down gracefully first (with live progress), unless it is PID 1.
 
 use anyhow::{Context, Result, bail};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
     let built = build_release(false)?;
     let socket = match &args.socket {
         Some(path) => path.clone(),
-        None => default_socket(),
+        None => zinit_client::socket_path(None),
     };
     let zinit = built.join("zinit");
     let info = Command::new(&zinit)
@@ -124,7 +125,9 @@ pub fn run(args: Args) -> Result<()> {
         };
         let server = args.prefix.join("bin/zinit_server");
         let log = std::fs::File::create(std::env::temp_dir().join("zinit_server.log"))?;
+        // Its own session: it outlives this command and ignores our terminal.
         let child = Command::new(&server)
+            .process_group(0)
             .arg("--config")
             .arg(&info.config_dir)
             .arg("--socket")
@@ -147,21 +150,6 @@ pub fn run(args: Args) -> Result<()> {
 /// Whether we are in the machine's own PID namespace (so PID 1 is the machine's init).
 fn is_machine_init() -> bool {
     std::fs::read_link("/proc/self/ns/pid").ok() == std::fs::read_link("/proc/1/ns/pid").ok()
-}
-
-fn default_socket() -> PathBuf {
-    if let Some(path) = std::env::var_os("ZINIT_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid == 0 {
-        return PathBuf::from("/run/zinit.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("zinit.sock"),
-        None => PathBuf::from(format!("/tmp/zinit-{uid}.sock")),
-    }
 }
 
 /// What `zinit --json info` says that install needs.

@@ -29,6 +29,13 @@ pub fn run() -> Result<()> {
             ok = false;
         }
     }
+    if let Err(e) = install_check() {
+        println!("install check: FAILED: {e:#}");
+        failed += 1;
+    } else {
+        println!("install check: ok");
+        passed += 1;
+    }
     let leaked = leaked_processes();
     if !leaked.is_empty() {
         println!("the tests left processes behind:\n{}", leaked.join("\n"));
@@ -155,4 +162,83 @@ fn leaked_processes() -> Vec<String> {
             (exe.starts_with(&target) && pid != me).then(|| format!("{pid} {}", exe.display()))
         })
         .collect()
+}
+
+/// `cargo xtask install` against a running server: it shuts the server down
+/// gracefully, installs the binaries, and with `--restart` starts it again.
+fn install_check() -> Result<()> {
+    use std::time::{Duration, Instant};
+    let built = crate::install::build_release(true)?;
+    let dir = std::env::temp_dir().join(format!("zinit-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf"))?;
+    let tag = format!("zinstall-{}", std::process::id());
+    std::fs::write(
+        dir.join("conf/svc.yaml"),
+        format!(
+            "exec: {} --tag {tag} --width 2\n",
+            built.join("zinit-fixture").display()
+        ),
+    )?;
+    let socket = dir.join("s.sock");
+    let zinit = |args: &[&str]| {
+        std::process::Command::new(built.join("zinit"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+    };
+    let mut old = std::process::Command::new(built.join("zinit_server"))
+        .arg("--config")
+        .arg(dir.join("conf"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-level", "error"])
+        .spawn()?;
+    let outcome = (|| -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !zinit(&["info"])?.status.success() {
+            if Instant::now() > end {
+                bail!("the server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::install::run(crate::install::Args {
+            prefix: dir.join("prefix"),
+            socket: Some(socket.clone()),
+            restart: true,
+        })?;
+        if old.try_wait()?.is_none() {
+            bail!("the old server is still running");
+        }
+        for name in crate::install::BINARIES {
+            if !dir.join("prefix/bin").join(name).exists() {
+                bail!("{name} was not installed");
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        let info = loop {
+            let out = zinit(&["--json", "info"])?;
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            if Instant::now() > end {
+                bail!("the restarted server does not answer");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if info.contains(&format!("\"pid\":{},", old.id())) {
+            bail!("the server was not restarted: {info}");
+        }
+        let down = zinit(&["shutdown"])?;
+        if !down.status.success() {
+            bail!("shutting the restarted server down failed");
+        }
+        Ok(())
+    })();
+    let _ = old.kill();
+    let _ = old.wait();
+    crate::bench::reap_tag(&tag);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
 }

@@ -17,11 +17,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .await?
                 .into_inner()
                 .units;
-            if json {
-                print_json(&json!({ "units": units.iter().map(unit_json).collect::<Vec<_>>() }));
-            } else {
-                output::unit_table(&units);
-            }
+            output::print_units("units", &units, json);
         }
         Command::Status { name } => {
             let unit = client
@@ -30,11 +26,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner()
                 .unit
                 .unwrap_or_default();
-            if json {
-                print_json(&unit_json(&unit));
-            } else {
-                output::unit_detail(&unit);
-            }
+            output::print_unit(&unit, json);
         }
         Command::Start { name, no_wait } => {
             let unit = client
@@ -436,11 +428,7 @@ async fn run_job(
                 .await?
                 .into_inner()
                 .jobs;
-            if json {
-                print_json(&json!({ "jobs": jobs.iter().map(unit_json).collect::<Vec<_>>() }));
-            } else {
-                output::unit_table(&jobs);
-            }
+            output::print_units("jobs", &jobs, json);
         }
         JobCommand::Status { name } => {
             let job = client
@@ -449,11 +437,7 @@ async fn run_job(
                 .into_inner()
                 .job
                 .unwrap_or_default();
-            if json {
-                print_json(&unit_json(&job));
-            } else {
-                output::unit_detail(&job);
-            }
+            output::print_unit(&job, json);
         }
         JobCommand::Cancel { name } => {
             let answer = client

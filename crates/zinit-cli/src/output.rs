@@ -166,3 +166,21 @@ pub fn unit_detail(unit: &pb::Unit) {
         println!("  error:     {error}");
     }
 }
+
+/// A list of units under `key`, as JSON or as a table.
+pub fn print_units(key: &str, units: &[pb::Unit], json: bool) {
+    if json {
+        print_json(&json!({ key: units.iter().map(unit_json).collect::<Vec<_>>() }));
+    } else {
+        unit_table(units);
+    }
+}
+
+/// One unit, as JSON or in detail.
+pub fn print_unit(unit: &pb::Unit, json: bool) {
+    if json {
+        print_json(&unit_json(unit));
+    } else {
+        unit_detail(unit);
+    }
+}

@@ -743,12 +743,17 @@ impl Actor {
         }
     }
 
-    fn start(&mut self, name: &str, wait: bool, reply: Reply<UnitStatus>) {
+    /// A request that changes a unit: refused during a shutdown, and for
+    /// unknown or invalid units.
+    fn admit(&self, name: &str) -> Result<(), SupervisorError> {
         if self.intake_frozen {
-            let _ = reply.send(Err(SupervisorError::ShuttingDown));
-            return;
+            return Err(SupervisorError::ShuttingDown);
         }
-        if let Err(e) = self.unit_or_error(name) {
+        self.unit_or_error(name)
+    }
+
+    fn start(&mut self, name: &str, wait: bool, reply: Reply<UnitStatus>) {
+        if let Err(e) = self.admit(name) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -799,11 +804,7 @@ impl Actor {
     }
 
     fn stop(&mut self, name: &str, reply: Reply<StopResult>) {
-        if self.intake_frozen {
-            let _ = reply.send(Err(SupervisorError::ShuttingDown));
-            return;
-        }
-        if let Err(e) = self.unit_or_error(name) {
+        if let Err(e) = self.admit(name) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -877,11 +878,7 @@ impl Actor {
     }
 
     fn restart(&mut self, name: &str, reply: Reply<UnitStatus>) {
-        if self.intake_frozen {
-            let _ = reply.send(Err(SupervisorError::ShuttingDown));
-            return;
-        }
-        if let Err(e) = self.unit_or_error(name) {
+        if let Err(e) = self.admit(name) {
             let _ = reply.send(Err(e));
             return;
         }
