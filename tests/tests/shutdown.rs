@@ -32,6 +32,15 @@ fn bin(name: &str) -> PathBuf {
     }
 }
 
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        let holds: bool = $cond;
+        if !holds {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
 /// The debug server built with the test-only fault hook (for the watchdog).
 fn hooked_server() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -51,15 +60,6 @@ fn hooked_server() -> Result<PathBuf, String> {
         "building zinit_server with test-hooks failed"
     );
     Ok(zinit_tests::bin_dir().join("zinit_server"))
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        let holds: bool = $cond;
-        if !holds {
-            return Err(format!($($fmt)+));
-        }
-    };
 }
 
 /// What the namespace's init reported after the server exited.

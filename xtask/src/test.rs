@@ -17,6 +17,20 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
+    // The scenario suite is a `test = false` target, which --all-targets skips.
+    crate::run(
+        &cargo,
+        &[
+            "clippy",
+            "-p",
+            "zinit-tests",
+            "--test",
+            "shutdown",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     let (mut passed, mut failed, mut ok) = cargo_test(&cargo)?;
     match test_shutdown_counts() {
         Ok((p, f, good)) => {
