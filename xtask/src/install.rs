@@ -106,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         let end = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{}", info.pid)).exists() {
+        while running(info.pid) {
             if Instant::now() > end {
                 bail!(
                     "zinit_server (pid {}) did not exit within 30 s; not replacing the binaries",
@@ -145,6 +145,17 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `pid` is alive (a zombie has exited).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// Whether we are in the machine's own PID namespace (so PID 1 is the machine's init).
