@@ -28,7 +28,27 @@ impl CgroupRoot {
     /// directory in it. `None` when there is none, it is not writable, or
     /// `ZINIT_CGROUP=off`.
     pub fn detect() -> Option<Self> {
-        Self::detect_as(&format!("zinit.{}", std::process::id()))
+        let root = Self::detect_as(&format!("zinit.{}", std::process::id()))?;
+        root.remove_stale_siblings();
+        Some(root)
+    }
+
+    /// Removes empty `zinit.PID` directories left by servers that died
+    /// without cleaning up (their PID no longer exists).
+    fn remove_stale_siblings(&self) {
+        let Some(parent) = self.dir.parent() else {
+            return;
+        };
+        for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("zinit.")) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                // rmdir fails on a cgroup that still has children or processes.
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
     }
 
     /// As [`CgroupRoot::detect`], with the directory named `name` instead of

@@ -117,7 +117,9 @@ fn run(args: Args) -> Result<i32> {
 async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Result<i32> {
     let listener = listen::bind_unix(&socket).await?;
     let _reaper = zinit_process::reaper::Reaper::start().context("becoming a child subreaper")?;
-    let sup = Supervisor::start(Options::new(&args.config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut options = Options::new(&args.config);
+    options.cgroups = zinit_process::CgroupRoot::detect();
+    let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", path.display()))?;

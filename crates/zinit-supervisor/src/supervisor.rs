@@ -57,12 +57,12 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for `config_dir`: cgroups where the host allows them
-    /// ([`CgroupRoot::detect`]), 10,000 lines or 1 MiB of output per unit.
+    /// Defaults for `config_dir`: no cgroups (set `cgroups` to
+    /// [`CgroupRoot::detect`] for them), 10,000 lines or 1 MiB of output per unit.
     pub fn new(config_dir: impl Into<PathBuf>) -> Self {
         Self {
             config_dir: config_dir.into(),
-            cgroups: CgroupRoot::detect(),
+            cgroups: None,
             log_lines: 10_000,
             log_bytes: 1024 * 1024,
         }
