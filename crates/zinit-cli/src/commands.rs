@@ -35,17 +35,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner()
                 .unit
                 .unwrap_or_default();
-            if json {
-                print_json(&unit_json(&unit));
-            } else {
-                println!(
-                    "{}: {} ({})",
-                    unit.name,
-                    output::state_name(unit.state),
-                    unit.reason
-                );
-            }
-            if unit.state == pb::UnitState::Failed as i32 {
+            if !print_started(&unit, json) {
                 return Ok(code::ERROR);
             }
         }
@@ -63,17 +53,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner()
                 .unit
                 .unwrap_or_default();
-            if json {
-                print_json(&unit_json(&unit));
-            } else {
-                println!(
-                    "{}: {} ({})",
-                    unit.name,
-                    output::state_name(unit.state),
-                    unit.reason
-                );
-            }
-            if unit.state == pb::UnitState::Failed as i32 {
+            if !print_started(&unit, json) {
                 return Ok(code::ERROR);
             }
         }
@@ -273,6 +253,21 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(code::OK)
+}
+
+/// Prints a unit after a start or restart; false when it failed.
+fn print_started(unit: &pb::Unit, json: bool) -> bool {
+    if json {
+        print_json(&unit_json(unit));
+    } else {
+        println!(
+            "{}: {} ({})",
+            unit.name,
+            output::state_name(unit.state),
+            unit.reason
+        );
+    }
+    unit.state != pb::UnitState::Failed as i32
 }
 
 fn print_stop(answer: &pb::StopUnitResponse, json: bool) {

@@ -390,6 +390,15 @@ impl Actor {
             self.set_state(name, State::Failed, reason);
             return;
         }
+        self.back_off(name, reason);
+    }
+
+    /// Counts a restart for the unit's back-off (from when its instance
+    /// started) and schedules it, or fails the unit at its limit.
+    fn back_off(&mut self, name: &str, reason: String) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
         let started = unit
             .instance
             .as_ref()
@@ -467,14 +476,7 @@ impl Actor {
             self.set_state(name, state, format!("main process ended: {status}"));
             return;
         }
-        let started = unit
-            .instance
-            .as_ref()
-            .map_or_else(Instant::now, |i| i.started);
-        let next = unit
-            .backoff
-            .after_exit(&config.restart, started, Instant::now());
-        self.schedule_restart(name, next, format!("main process ended: {status}"));
+        self.back_off(name, format!("main process ended: {status}"));
     }
 
     fn empty(&mut self, name: &str, instance: u64) {
@@ -557,18 +559,12 @@ impl Actor {
             }
             Then::Failure(reason) => {
                 self.set_state(name, State::Failed, reason.clone());
-                if let Some(unit) = self.units.get_mut(name)
-                    && unit.wanted
-                    && unit.config.restart.mode != RestartMode::Never
+                if self
+                    .units
+                    .get(name)
+                    .is_some_and(|u| u.wanted && u.config.restart.mode != RestartMode::Never)
                 {
-                    let started = unit
-                        .instance
-                        .as_ref()
-                        .map_or_else(Instant::now, |i| i.started);
-                    let next =
-                        unit.backoff
-                            .after_exit(&unit.config.restart, started, Instant::now());
-                    self.schedule_restart(name, next, reason);
+                    self.back_off(name, reason);
                 }
             }
             Then::Remove { delete_file } => {
