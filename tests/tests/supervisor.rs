@@ -753,3 +753,41 @@ async fn a_follower_gets_new_lines_live_and_hears_how_many_it_missed() {
     assert!(std::fs::metadata(&logfile).expect("file").len() <= 4096);
     stop_all(&sup).await;
 }
+
+#[tokio::test]
+async fn a_stop_or_remove_during_a_running_stop_waits_for_it_and_returns() {
+    let stack = Stack::new("stopstop");
+    stack.write("slow", "--term-delay-ms 700", "");
+    let sup = stack.start(None);
+    until_state(&sup, "slow", State::Running).await;
+    started(&stack, "slow", 1).await;
+    let first = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.stop_unit("slow").await }
+    });
+    until_state(&sup, "slow", State::Stopping).await;
+    let second = tokio::time::timeout(Duration::from_secs(5), sup.stop_unit("slow"))
+        .await
+        .expect("a second stop returns once the running stop ends")
+        .expect("stop");
+    assert_eq!(second.status.state, State::Stopped);
+    let first = first.await.expect("task").expect("stop");
+    assert_eq!(first.status.state, State::Stopped);
+
+    sup.start_unit("slow", true).await.expect("start again");
+    started(&stack, "slow", 2).await;
+    let stopping = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.stop_unit("slow").await }
+    });
+    until_state(&sup, "slow", State::Stopping).await;
+    tokio::time::timeout(Duration::from_secs(5), sup.remove("slow"))
+        .await
+        .expect("remove during a stop returns")
+        .expect("remove");
+    assert!(matches!(
+        sup.status("slow").await,
+        Err(SupervisorError::NotFound(_))
+    ));
+    let _ = stopping.await;
+}

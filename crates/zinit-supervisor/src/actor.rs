@@ -73,7 +73,7 @@ pub(crate) enum Msg {
     },
     BackoffDone {
         unit: String,
-        op: u64,
+        timer: u64,
     },
 }
 
@@ -157,7 +157,7 @@ impl Actor {
                 result,
             } => self.ready(&unit, instance, result),
             Msg::StopDone { unit, op, report } => self.stop_done(&unit, op, report),
-            Msg::BackoffDone { unit, op } => self.backoff_done(&unit, op),
+            Msg::BackoffDone { unit, timer } => self.backoff_done(&unit, timer),
         }
     }
 
@@ -422,8 +422,8 @@ impl Actor {
                 let Some(unit) = self.units.get_mut(name) else {
                     return;
                 };
-                unit.op += 1;
-                let op = unit.op;
+                unit.timer += 1;
+                let timer = unit.timer;
                 self.set_state(
                     name,
                     State::BackOff,
@@ -440,7 +440,7 @@ impl Actor {
                     tokio::time::sleep(delay).await;
                     let _ = tx.send(Msg::BackoffDone {
                         unit: unit_name,
-                        op,
+                        timer,
                     });
                 });
             }
@@ -582,22 +582,28 @@ impl Actor {
         self.answer_stop_waiters(name);
     }
 
-    fn backoff_done(&mut self, name: &str, op: u64) {
+    fn backoff_done(&mut self, name: &str, timer: u64) {
         let Some(unit) = self.units.get(name) else {
             return;
         };
-        if unit.op != op || unit.state != State::BackOff || !unit.wanted {
+        if unit.timer != timer || unit.state != State::BackOff || !unit.wanted {
             return;
         }
-        if unit.alive() {
-            // Leftovers of the previous instance go first.
+        self.start_afresh(name, "restarting");
+    }
+
+    /// Makes an ended unit startable: what its previous run left is stopped
+    /// first (then it starts), else it is simply marked stopped (and
+    /// `reconcile` starts it).
+    fn start_afresh(&mut self, name: &str, why: &str) {
+        if self.units.get(name).is_some_and(Unit::alive) {
             self.begin_stop(
                 name,
                 Then::Start,
-                "stopping what the previous run left before restarting",
+                "stopping what the previous run left before starting",
             );
         } else {
-            self.set_state(name, State::Stopped, "restarting");
+            self.set_state(name, State::Stopped, why);
         }
     }
 
@@ -667,7 +673,7 @@ impl Actor {
         for name in names {
             let unit = self.units.get_mut(&name).expect("listed");
             unit.wanted = false;
-            unit.op += 1;
+            unit.timer += 1;
             unit.then = Then::Rest;
             let alive = unit.alive();
             let instance = unit.instance.clone();
@@ -756,37 +762,14 @@ impl Actor {
         let unit = self.units.get_mut(name).expect("checked");
         unit.wanted = true;
         unit.backoff.reset();
-        let alive = unit.alive();
         match unit.state {
-            State::Running | State::Starting | State::Stopping => {}
-            State::BackOff => {
-                unit.op += 1;
-                if alive {
-                    self.begin_stop(
-                        name,
-                        Then::Start,
-                        "stopping what the previous run left before starting",
-                    );
-                } else {
-                    self.set_state(name, State::Stopped, "start requested");
-                }
-            }
-            State::Exited | State::Failed if alive => {
-                self.begin_stop(
-                    name,
-                    Then::Start,
-                    "stopping what the previous run left before starting",
-                );
-            }
-            State::Exited | State::Failed => {
-                self.set_state(name, State::Stopped, "start requested")
+            State::Running | State::Starting => {}
+            State::Stopping => unit.then = Then::Start,
+            State::BackOff | State::Exited | State::Failed => {
+                unit.timer += 1;
+                self.start_afresh(name, "start requested");
             }
             State::Stopped | State::Blocked => {}
-        }
-        if let Some(unit) = self.units.get_mut(name)
-            && unit.state == State::Stopping
-        {
-            unit.then = Then::Start;
         }
         if wait {
             self.start_waiters
@@ -806,7 +789,7 @@ impl Actor {
         }
         let unit = self.units.get_mut(name).expect("checked");
         unit.wanted = false;
-        unit.op += 1;
+        unit.timer += 1;
         if unit.state == State::Stopping {
             if !matches!(unit.then, Then::Remove { .. }) {
                 unit.then = Then::Rest;
@@ -887,7 +870,7 @@ impl Actor {
             && unit.state != State::Blocked
             && unit.state != State::Stopping
         {
-            unit.op += 1;
+            unit.timer += 1;
             self.set_state(name, State::Stopped, "restart requested");
         }
         self.start_waiters
@@ -1003,12 +986,9 @@ impl Actor {
             return;
         }
         unit.wanted = false;
-        unit.op += 1;
+        unit.timer += 1;
         if unit.alive() || unit.state == State::Stopping {
             self.begin_stop(name, Then::Remove { delete_file: true }, "remove requested");
-            if let Some(unit) = self.units.get_mut(name) {
-                unit.then = Then::Remove { delete_file: true };
-            }
             self.remove_waiters
                 .entry(name.to_string())
                 .or_default()
@@ -1055,16 +1035,13 @@ impl Actor {
             summary.removed.push(name.clone());
             let unit = self.units.get_mut(&name).expect("listed");
             unit.wanted = false;
-            unit.op += 1;
+            unit.timer += 1;
             if unit.alive() || unit.state == State::Stopping {
                 self.begin_stop(
                     &name,
                     Then::Remove { delete_file: false },
                     "its file was removed",
                 );
-                if let Some(unit) = self.units.get_mut(&name) {
-                    unit.then = Then::Remove { delete_file: false };
-                }
             } else {
                 self.forget(&name, false);
             }
@@ -1083,16 +1060,13 @@ impl Actor {
                     summary.changed.push(name.clone());
                     if unit.alive() || unit.state == State::Stopping {
                         unit.wanted = true;
-                        self.begin_stop(&name, Then::Replace(config.clone()), "its file changed");
-                        if let Some(unit) = self.units.get_mut(&name) {
-                            unit.then = Then::Replace(config);
-                        }
+                        self.begin_stop(&name, Then::Replace(config), "its file changed");
                     } else {
                         unit.config = config;
                         unit.backoff.reset();
                         unit.wanted = true;
                         if unit.state != State::Stopped {
-                            unit.op += 1;
+                            unit.timer += 1;
                             self.set_state(&name, State::Stopped, "its file changed");
                         }
                     }

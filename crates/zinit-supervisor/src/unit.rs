@@ -95,8 +95,12 @@ pub(crate) struct Unit {
     /// Whether the unit should be running (set by start, cleared by stop).
     pub wanted: bool,
     pub instance: Option<Instance>,
-    /// Increases with each stop or back-off timer, to ignore stale results.
+    /// Increases with each stop, so a finished stop that is not the
+    /// current one is ignored.
     pub op: u64,
+    /// Increases with each back-off timer and whenever pending timers must
+    /// be forgotten (a request changed the unit); a running stop keeps its `op`.
+    pub timer: u64,
     pub then: Then,
     pub backoff: Backoff,
     pub last_exit: Option<ExitStatus>,
@@ -114,6 +118,7 @@ impl Unit {
             wanted: false,
             instance: None,
             op: 0,
+            timer: 0,
             then: Then::Rest,
             backoff: Backoff::default(),
             last_exit: None,
