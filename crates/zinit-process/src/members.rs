@@ -70,13 +70,17 @@ impl Members {
     /// session member can be anywhere). Blocking: async callers use
     /// [`Members::scan_async`].
     pub fn scan_now(&self) -> std::io::Result<Vec<Member>> {
-        let table = match &self.cgroup {
+        match &self.cgroup {
             // A cgroup that is gone has no processes.
-            Some(cgroup) if !cgroup.path().exists() => ProcessTable::default(),
-            Some(cgroup) => ProcessTable::of_pids(cgroup.procs()?, Detail::Basic),
-            None => ProcessTable::snapshot(Detail::Basic)?,
-        };
-        Ok(self.scan(&table))
+            Some(cgroup) if !cgroup.path().exists() => Ok(Vec::new()),
+            Some(cgroup) => {
+                // Read the cgroup once: its pids seed the scan and the table.
+                let pids = cgroup.procs()?;
+                let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
+                Ok(self.scan_seeded(&table, Some(pids)))
+            }
+            None => Ok(self.scan(&ProcessTable::snapshot(Detail::Basic)?)),
+        }
     }
 
     /// [`Members::scan_now`] on a blocking thread, giving up after `bound`
@@ -98,6 +102,12 @@ impl Members {
     /// The live (not zombie) members in `table`, deepest first, recording
     /// them for later scans.
     pub fn scan(&self, table: &ProcessTable) -> Vec<Member> {
+        let cgroup_pids = self.cgroup.as_ref().map(|c| c.procs().unwrap_or_default());
+        self.scan_seeded(table, cgroup_pids)
+    }
+
+    /// [`Members::scan`] with the cgroup's pids already read.
+    fn scan_seeded(&self, table: &ProcessTable, cgroup_pids: Option<Vec<i32>>) -> Vec<Member> {
         let protected = protected_pids(table);
         let mut set: HashSet<i32> = HashSet::new();
         let mut seeds: Vec<i32> = Vec::new();
@@ -106,8 +116,8 @@ impl Members {
                 .get(id.pid)
                 .is_some_and(|p| p.start_time == id.start_time)
         };
-        if let Some(cgroup) = &self.cgroup {
-            seeds.extend(cgroup.procs().unwrap_or_default());
+        if let Some(pids) = cgroup_pids {
+            seeds.extend(pids);
         } else {
             if is_same(&self.root) {
                 seeds.push(self.root.pid);

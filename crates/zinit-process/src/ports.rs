@@ -118,18 +118,8 @@ pub fn port_owners(ports: &[Port]) -> Vec<(i32, Port)> {
         return Vec::new();
     }
     let mut owners = HashSet::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+    for pid in crate::proc_table::pids().unwrap_or_default() {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for fd in fds.flatten() {

@@ -118,15 +118,7 @@ impl ProcessTable {
     pub fn snapshot(detail: Detail) -> io::Result<Self> {
         let mut processes = HashMap::new();
         let mut buf = Vec::with_capacity(512);
-        for entry in fs::read_dir("/proc")? {
-            let Ok(entry) = entry else { continue };
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids()? {
             if let Some(info) = read_process(pid, detail, &mut buf) {
                 processes.insert(pid, info);
             }
@@ -230,6 +222,14 @@ impl ProcessTable {
         }
         out
     }
+}
+
+/// The pids listed in `/proc` now.
+pub fn pids() -> io::Result<Vec<i32>> {
+    Ok(fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect())
 }
 
 /// Sorts `(pid, depth)` pairs deepest first, then by pid for a stable order.

@@ -385,10 +385,13 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
     let mut summary = pb::ShutdownSummary::default();
     stop_units(&run, &units, &mut summary).await;
     test_hooks::maybe_wedge("before-sweep").await;
-    let exclude = excluded_pids(&inner);
-    let swept = sweep(&run, &configs, &inner, &exclude).await;
-    summary.processes_swept = swept;
-    let leftovers = verify(&configs, &inner, &exclude).await;
+    let scope = SweepScope {
+        configs,
+        cgroup_root: inner.sup.cgroup_root().map(|r| r.path().to_path_buf()),
+        exclude: excluded_pids(&inner),
+    };
+    summary.processes_swept = sweep(&run, &scope).await;
+    let leftovers = verify(&scope).await;
     run.emit(pb::shutdown_event::Kind::Verification(pb::Verification {
         clean: leftovers.is_empty(),
         leftovers: leftovers.clone(),
@@ -640,13 +643,32 @@ struct Target {
     depth: usize,
 }
 
+/// What the sweep looks at: the declared ports and filters, this server's
+/// cgroup directory, and the pids it must spare (the clients that asked).
+#[derive(Clone)]
+struct SweepScope {
+    configs: Vec<Arc<zinit_supervisor::config::ServiceConfig>>,
+    cgroup_root: Option<PathBuf>,
+    exclude: Vec<i32>,
+}
+
+impl SweepScope {
+    /// The targets, read on a blocking thread (/proc reads can hang),
+    /// giving up after `bound`.
+    async fn targets_within(&self, bound: Duration) -> Option<Vec<Target>> {
+        let scope = self.clone();
+        let read = tokio::task::spawn_blocking(move || sweep_targets(&scope));
+        match tokio::time::timeout(bound, read).await {
+            Ok(Ok(targets)) => Some(targets),
+            _ => None,
+        }
+    }
+}
+
 /// What the sweep would kill now: our descendants, unit cgroups, port
-/// holders, filter matches; never protected processes or `exclude`.
-fn sweep_targets(
-    configs: &[Arc<zinit_supervisor::config::ServiceConfig>],
-    inner: &Inner,
-    exclude: &[i32],
-) -> Vec<Target> {
+/// holders, filter matches; never protected processes or the excluded ones.
+fn sweep_targets(scope: &SweepScope) -> Vec<Target> {
+    let (configs, exclude) = (&scope.configs, &scope.exclude);
     let Ok(table) = ProcessTable::snapshot(Detail::Full) else {
         return Vec::new();
     };
@@ -657,8 +679,8 @@ fn sweep_targets(
     for (pid, _) in table.descendants(me) {
         found.entry(pid).or_insert_with(|| "orphan".to_string());
     }
-    if let Some(root) = inner.sup.cgroup_root()
-        && let Ok(dirs) = std::fs::read_dir(root.path())
+    if let Some(root) = &scope.cgroup_root
+        && let Ok(dirs) = std::fs::read_dir(root)
     {
         for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
             let cgroup = zinit_process::Cgroup::at(dir.path());
@@ -681,7 +703,7 @@ fn sweep_targets(
         .iter()
         .flat_map(|c| c.process_filters.iter().cloned())
         .collect();
-    for (info, index) in zinit_process::filter::matching(&filters, &table, exclude) {
+    for (info, index) in zinit_process::filter::matching(&filters, &table, exclude.as_slice()) {
         found
             .entry(info.pid)
             .or_insert_with(|| format!("filter {}", filters[index]));
@@ -755,33 +777,22 @@ async fn dry_run(
             }
         })
         .collect();
-    // Units' own processes are stopped by their units: the sweep targets only
-    // what is outside every alive unit.
-    let supervisor_inner_free = Inner {
-        sup: sup.clone(),
-        socket: PathBuf::new(),
-        pid_file: None,
-        log: Mutex::new(None),
-        grown: watch::channel(0).0,
-        force: watch::channel(false).0,
-        finished: watch::channel(false).0,
-        began: watch::channel(false).0,
-        exit_code: AtomicI32::new(0),
-        clients: Mutex::new(HashSet::new()),
+    let scope = SweepScope {
+        configs,
+        cgroup_root: sup.cgroup_root().map(|r| r.path().to_path_buf()),
+        exclude,
     };
-    let configs_for_sweep = configs.clone();
-    let sweep = tokio::task::spawn_blocking(move || {
-        sweep_targets(&configs_for_sweep, &supervisor_inner_free, &exclude)
-            .into_iter()
-            .map(|t| pb::SweepTarget {
-                pid: t.id.pid as u32,
-                name: t.name,
-                reason: t.reason,
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
+    let sweep = scope
+        .targets_within(Duration::from_secs(2))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| pb::SweepTarget {
+            pid: t.id.pid as u32,
+            name: t.name,
+            reason: t.reason,
+        })
+        .collect();
     Ok(pb::ShutdownPlan {
         units: plan_units,
         deadline: Some(convert::duration(timeout)),
@@ -791,17 +802,11 @@ async fn dry_run(
 }
 
 /// TERM (and CONT), a short grace, KILL deepest first; returns how many died.
-async fn sweep(
-    run: &Run,
-    configs: &[Arc<zinit_supervisor::config::ServiceConfig>],
-    inner: &Arc<Inner>,
-    exclude: &[i32],
-) -> u32 {
-    let (configs, inner2, exclude) = (configs.to_vec(), inner.clone(), exclude.to_vec());
-    let mut targets =
-        tokio::task::spawn_blocking(move || sweep_targets(&configs, &inner2, &exclude))
-            .await
-            .unwrap_or_default();
+async fn sweep(run: &Run, scope: &SweepScope) -> u32 {
+    let bound = (run.deadline - TAIL_RESERVE / 2)
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    let mut targets = scope.targets_within(bound).await.unwrap_or_default();
     if targets.is_empty() {
         return 0;
     }
@@ -874,16 +879,10 @@ async fn sweep(
 }
 
 /// A fresh scan: anything the sweep would still target is a leftover.
-async fn verify(
-    configs: &[Arc<zinit_supervisor::config::ServiceConfig>],
-    inner: &Arc<Inner>,
-    exclude: &[i32],
-) -> Vec<pb::Leftover> {
-    let (configs, inner2, exclude) = (configs.to_vec(), inner.clone(), exclude.to_vec());
-    let read = tokio::task::spawn_blocking(move || sweep_targets(&configs, &inner2, &exclude));
-    let targets = match tokio::time::timeout(Duration::from_secs(1), read).await {
-        Ok(Ok(targets)) => targets,
-        _ => {
+async fn verify(scope: &SweepScope) -> Vec<pb::Leftover> {
+    let targets = match scope.targets_within(Duration::from_secs(1)).await {
+        Some(targets) => targets,
+        None => {
             return vec![pb::Leftover {
                 pid: 0,
                 name: String::new(),
