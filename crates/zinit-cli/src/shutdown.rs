@@ -54,6 +54,7 @@ pub async fn run(
         }),
         force,
         dry_run,
+        join_only: false,
     };
     let mut stream = client.shutdown(request).await?.into_inner();
     let mut summary = None;

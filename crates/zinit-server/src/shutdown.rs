@@ -193,6 +193,18 @@ impl ShutdownHandle {
             let item = Ok(pb::ShutdownResponse { event: Some(event) });
             return Ok(Box::pin(tokio_stream::iter(vec![item])));
         }
+        if request.join_only {
+            let running = self
+                .inner
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
+            if !running {
+                return Err(Status::failed_precondition("no shutdown is running"));
+            }
+            return Ok(self.stream());
+        }
         self.start(timeout, request.force, client);
         Ok(self.stream())
     }
