@@ -5,6 +5,8 @@
 //! tag kills (by pid, after re-checking the tag) and waits out everything
 //! that still carries it, pass or fail, and removes the test's directory.
 
+pub mod foreign;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,6 +81,151 @@ impl Tag {
     pub fn pids(&self) -> Vec<i32> {
         tagged_pids(&self.tag)
     }
+
+    /// A program we did not write, under a name that carries the tag: a
+    /// symbolic link `<tag dir>/NAME` to the system's `NAME` (found in
+    /// `PATH`), so its argv[0] carries the tag while it runs unchanged.
+    pub fn program(&self, name: &str) -> PathBuf {
+        let link = self.dir.join(name);
+        if !link.exists() {
+            let target = which(name).unwrap_or_else(|| panic!("{name} is not installed"));
+            std::os::unix::fs::symlink(target, &link).expect("link the program");
+        }
+        link
+    }
+}
+
+/// The first executable `name` in `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What a running process was handed, read from `/proc` (for checking what
+/// zinit passes to programs it did not write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inherited {
+    /// Blocked signals (`SigBlk`).
+    pub sigblk: u64,
+    /// Ignored signals (`SigIgn`).
+    pub sigign: u64,
+    /// The umask.
+    pub umask: u32,
+    /// Open file descriptors.
+    pub fds: Vec<i32>,
+    /// Where each descriptor points.
+    pub fd_targets: Vec<String>,
+    /// The soft limit on open files.
+    pub nofile: u64,
+    /// The environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+}
+
+impl Inherited {
+    /// Reads the state of `pid` once it has settled: it is asleep (a
+    /// program still in its dynamic loader holds the libraries it is
+    /// loading open) and two reads agree. Bounded to 5 s.
+    pub fn of(pid: i32) -> Self {
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut last = Self::read(pid);
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let asleep = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('S'))
+            });
+            let now = Self::read(pid);
+            if (asleep && now == last) || Instant::now() > end {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn read(pid: i32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+                .to_string()
+        };
+        let hex = |key: &str| u64::from_str_radix(&field(key), 16).expect("hex mask");
+        let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        let fd_targets = fds
+            .iter()
+            .filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let nofile = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .expect("Max open files");
+        let env = std::fs::read(format!("/proc/{pid}/environ"))
+            .expect("environ")
+            .split(|&b| b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        Self {
+            sigblk: hex("SigBlk:"),
+            sigign: hex("SigIgn:"),
+            umask: u32::from_str_radix(&field("Umask:"), 8).expect("umask"),
+            fds,
+            fd_targets,
+            nofile,
+            env,
+            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+        }
+    }
+
+    /// The value of an environment variable.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// Asserts the clean start zinit promises: no blocked or ignored
+    /// signal, only descriptors 0–2, umask 022.
+    pub fn assert_clean(&self, what: &str) {
+        assert_eq!(
+            self.sigblk, 0,
+            "{what}: blocked signals {:016x}",
+            self.sigblk
+        );
+        assert_eq!(
+            self.sigign, 0,
+            "{what}: ignored signals {:016x}",
+            self.sigign
+        );
+        assert_eq!(
+            self.fds,
+            [0, 1, 2],
+            "{what}: inherited descriptors {:?}",
+            self.fd_targets
+        );
+        assert_eq!(self.umask, 0o022, "{what}: umask {:o}", self.umask);
+    }
+}
+
+/// The bit of `signal` in a `SigBlk`/`SigIgn` mask.
+pub fn sig_bit(signal: zinit_process::Signal) -> u64 {
+    1 << (signal as i32 - 1)
 }
 
 impl Drop for Tag {
@@ -141,12 +288,36 @@ pub fn tagged_pids(tag: &str) -> Vec<i32> {
     pids
 }
 
-/// Kills every process carrying `tag` (thawing and continuing it first) and
-/// waits, bounded, until none is left.
+/// The processes carrying `tag` and all their descendants (a program we did
+/// not write may start workers whose argv it rewrote, as nginx does), except
+/// this process and its ancestors.
+pub fn tagged_trees(tag: &str) -> Vec<i32> {
+    let roots = tagged_pids(tag);
+    if roots.is_empty() {
+        return roots;
+    }
+    let Ok(table) = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Basic) else {
+        return roots;
+    };
+    let me = std::process::id() as i32;
+    let mut exclude = table.ancestors(me);
+    exclude.push(me);
+    let mut all: Vec<i32> = roots.clone();
+    for root in roots {
+        all.extend(table.descendants(root).into_iter().map(|(pid, _)| pid));
+    }
+    all.retain(|pid| !exclude.contains(pid) && table.get(*pid).is_some_and(|p| !p.is_zombie()));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Kills every process carrying `tag`, and their descendants (thawing and
+/// continuing them first), and waits, bounded, until none is left.
 pub fn reap_tagged(tag: &str, bound: Duration) {
     let end = Instant::now() + bound;
     loop {
-        let pids = tagged_pids(tag);
+        let pids = tagged_trees(tag);
         if pids.is_empty() || Instant::now() > end {
             if !pids.is_empty() {
                 eprintln!("warning: processes tagged {tag} survived cleanup: {pids:?}");
@@ -154,13 +325,13 @@ pub fn reap_tagged(tag: &str, bound: Duration) {
             return;
         }
         for pid in pids {
-            // Checked just above; a pid is only reused after it is reaped.
-            if carries_tag(pid, tag) {
-                // SAFETY: plain system calls on a pid we just checked.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::kill(pid, libc::SIGCONT);
-                }
+            // Found just above as tagged or below a tagged process; a pid is
+            // only reused after it is reaped.
+            if let Some(id) = zinit_process::ProcessId::of(pid)
+                && let Ok(handle) = zinit_process::ProcessHandle::open(id)
+            {
+                let _ = handle.signal(zinit_process::Signal::SIGKILL);
+                let _ = handle.signal(zinit_process::Signal::SIGCONT);
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -372,20 +543,24 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of the workspace binary `name`, built first if it is missing.
+/// The path of the workspace binary `name`. The first call in a test
+/// process runs `cargo build` for the binaries the tests drive, so a test
+/// never runs a stale server or CLI (`cargo test -p zinit-tests` alone does
+/// not rebuild other packages' binaries). With `ZINIT_BIN_DIR` set, the
+/// binaries come from there instead (an installed release).
 pub fn workspace_bin(name: &str) -> PathBuf {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let path = bin_dir().join(name);
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "zinit-server", "-p", "zinit-cli"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building zinit_server and zinit");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    if let Some(dir) = std::env::var_os("ZINIT_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
     }
-    path
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = std::process::Command::new(cargo);
+        command.args(["build", "--quiet", "-p", "zinit-server", "-p", "zinit-cli"]);
+        let status = command.status().expect("run cargo build");
+        assert!(status.success(), "building zinit_server and zinit");
+    });
+    bin_dir().join(name)
 }
 
 /// A running `zinit_server` for one test, stopped (SIGTERM, then SIGKILL)
@@ -404,8 +579,46 @@ impl Server {
     /// Starts a server on `<tag dir>/s.sock` for `conf` and waits (at most
     /// 10 s) until it answers.
     pub async fn start(tag: &Tag, conf: &Path, extra: &[&str]) -> Self {
+        let command = Command::new(workspace_bin("zinit_server"));
+        Self::start_command(tag, conf, extra, command).await
+    }
+
+    /// As [`Server::start`], but the server is handed what a careless
+    /// parent leaves behind, as a shell or an init script would: a
+    /// descriptor without close-on-exec (descriptor 7, open on the file
+    /// [`Server::LEAKED`] in the tag's directory), a soft open-file limit of
+    /// 1024, secrets and debug switches in its environment, and a working
+    /// directory of its own. Nothing of it may reach what zinit starts.
+    /// `env` is added to the server's environment.
+    pub async fn start_careless(
+        tag: &Tag,
+        conf: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let cwd = tag.dir().join("server-cwd");
+        std::fs::create_dir_all(&cwd).expect("server cwd");
+        let command = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(
+                "ulimit -Sn 1024; exec 7>>\"$1\"; cd \"$2\"; shift 2; \
+                 ZT_SECRET=leaked RUST_BACKTRACE=1 exec \"$0\" \"$@\"",
+            )
+            .arg(workspace_bin("zinit_server"))
+            .arg(tag.dir().join(Self::LEAKED))
+            .arg(cwd);
+        let command = env
+            .iter()
+            .fold(command, |command, (k, v)| command.env(k, v));
+        Self::start_command(tag, conf, extra, command).await
+    }
+
+    /// The name of the file [`Server::start_careless`] leaks a descriptor to.
+    pub const LEAKED: &str = "leaked-descriptor";
+
+    async fn start_command(tag: &Tag, conf: &Path, extra: &[&str], command: Command) -> Self {
         let socket = tag.dir().join("s.sock");
-        let mut command = Command::new(workspace_bin("zinit_server"))
+        let mut command = command
             .arg("--config")
             .arg(conf)
             .arg("--socket")
@@ -445,6 +658,47 @@ impl Server {
             child,
             socket,
             conf: conf.to_path_buf(),
+        }
+    }
+
+    /// The main pid of a running unit, from `zinit --json status`.
+    pub fn pid_of(&self, name: &str) -> i32 {
+        let out = self.zinit(&["--json", "status", name]);
+        assert_eq!(out.code, 0, "status {name}: {}", out.stderr);
+        out.json()["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name} has no pid: {}", out.stdout)) as i32
+    }
+
+    /// Waits until every unit in `names` is running, through `zinit start`,
+    /// which returns once a unit runs (a no-op for one already running).
+    pub fn wait_running(&self, names: &[&str]) {
+        for name in names {
+            let out = self.zinit(&["start", name]);
+            assert_eq!(
+                out.code, 0,
+                "{name} does not run: {}{}",
+                out.stdout, out.stderr
+            );
+        }
+    }
+
+    /// Waits (bounded to 15 s) until the unit `name` is in `state`, checking
+    /// its status.
+    pub fn wait_state(&self, name: &str, state: &str) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = self.zinit(&["--json", "status", name]);
+            if out.code == 0 && out.json()["state"] == state {
+                return out.json();
+            }
+            assert!(
+                Instant::now() < end,
+                "{name} is not {state}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

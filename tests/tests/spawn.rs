@@ -131,3 +131,95 @@ async fn a_missing_program_is_an_error_not_a_child() {
         .expect_err("spawn fails");
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[tokio::test]
+async fn a_program_we_did_not_write_starts_clean_whatever_its_parent_holds() {
+    use nix::sys::signal::SigSet;
+    let tag = Tag::new("clean");
+    let sleep = tag.program("sleep");
+    let marker = tag.dir().join("leaked-fd");
+    // A thread of its own: the mask is per thread, and this one blocks the
+    // signals a supervisor typically keeps for itself. It also holds a
+    // descriptor without close-on-exec. (Rust itself ignores SIGPIPE.)
+    let (child, _leaked) = std::thread::spawn(move || {
+        let mut set = SigSet::empty();
+        for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
+            set.add(sig);
+        }
+        set.thread_block().expect("block");
+        let file = std::fs::File::create(&marker).expect("marker");
+        let leaked = nix::unistd::dup(&file).expect("dup without close-on-exec");
+        let child = Command::new(&sleep)
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        (child, leaked)
+    })
+    .join()
+    .expect("thread");
+    let mut child = child;
+    zinit_tests::Inherited::of(child.pid()).assert_clean("sleep under zinit-process");
+    // With the default disposition and nothing blocked, SIGTERM ends it at once.
+    child.signal(Signal::SIGTERM).expect("signal");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("SIGTERM ends sleep")
+        .expect("wait");
+    assert_eq!(status, ExitStatus::Signaled(libc::SIGTERM));
+}
+
+#[tokio::test]
+async fn a_failed_spawn_says_which_step_failed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tag = Tag::new("steps");
+    let error = |command: Command| command.spawn().expect_err("spawn fails").to_string();
+
+    let missing = error(Command::new(format!(
+        "zinit-no-such-program-{}",
+        tag.as_str()
+    )));
+    assert!(missing.contains("not found in PATH"), "{missing}");
+
+    let absent = error(Command::new("/nonexistent/zinit-test-program"));
+    assert!(
+        absent.starts_with("executing /nonexistent/zinit-test-program: No such file"),
+        "{absent}"
+    );
+
+    let plain = tag.dir().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").expect("write");
+    let denied = error(Command::new(&plain));
+    assert!(denied.contains("Permission denied"), "{denied}");
+
+    // Not a script and not a binary: its own error, never handed to /bin/sh.
+    let garbage = tag.dir().join("garbage");
+    std::fs::write(&garbage, b"\x01\x02 not a program\n").expect("write");
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let format = error(Command::new(&garbage));
+    assert!(format.contains("Exec format error"), "{format}");
+
+    let nodir = error(Command::new("/bin/true").current_dir(tag.dir().join("nowhere")));
+    assert!(
+        nodir.contains("working directory") && nodir.contains("nowhere"),
+        "{nodir}"
+    );
+
+    // Entering the directory happens as the service user.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let private = tag.dir().join("private");
+        std::fs::create_dir(&private).expect("mkdir");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let as_nobody = error(
+            Command::new("/bin/true")
+                .user(65534, 65534, Vec::new())
+                .current_dir(&private),
+        );
+        assert!(
+            as_nobody.contains("changing to the working directory")
+                && as_nobody.contains("as uid 65534")
+                && as_nobody.contains("Permission denied"),
+            "{as_nobody}"
+        );
+    }
+}

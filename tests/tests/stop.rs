@@ -312,11 +312,12 @@ async fn a_parent_that_respawns_its_children_is_still_stopped() {
         .await;
         let report = stop_and_check(&tag, &mut tree, &spec(5_000)).await;
         assert_ne!(report.outcome, StopOutcome::Incomplete);
-        // The respawned children were signalled too, as they appeared.
-        assert!(
-            report.signalled_with(Signal::SIGTERM).len() > 4,
-            "{report:#?}"
-        );
+        // The respawned children were signalled too, as they appeared, and
+        // the walk moved up to their parent instead of letting it respawn
+        // round after round: 3 children, at most 3 replacements each
+        // round, the root.
+        let terms = report.signalled_with(Signal::SIGTERM).len();
+        assert!((4..=10).contains(&terms), "{terms} SIGTERMs: {report:#?}");
         assert!(tag.pids().is_empty(), "left: {:?}", tag.pids());
     }
 }

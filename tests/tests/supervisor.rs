@@ -355,7 +355,7 @@ async fn a_stop_command_runs_first_within_half_the_budget() {
     assert!(marker.exists(), "the stop command ran");
     let report = result.report.expect("report");
     assert!(
-        matches!(report.stop_command, Some(zinit_supervisor::stopping::StopCommandResult::Exited(s)) if s.success())
+        matches!(report.stop_command, Some(zinit_supervisor::command::CommandResult::Exited(s)) if s.success())
     );
     assert_eq!(report.outcome, zinit_process::StopOutcome::Graceful);
 }
@@ -790,4 +790,63 @@ async fn a_stop_or_remove_during_a_running_stop_waits_for_it_and_returns() {
         Err(SupervisorError::NotFound(_))
     ));
     let _ = stopping.await;
+}
+
+#[tokio::test]
+async fn a_ready_dependency_wakes_its_dependents_whatever_their_names() {
+    let stack = Stack::new("wake");
+    for root in stack.tag.cgroup_modes() {
+        stack.reset();
+        // The dependent sorts before its dependency.
+        stack.write("zz", "", "");
+        stack.write("aa", "", "after: [zz]\n");
+        let sup = stack.start(root);
+        let mut events = sup.events();
+        // No request is made until both run: zz becoming ready must start aa.
+        let order = order_of(&mut events, State::Running, 2).await;
+        assert_eq!(order, ["zz", "aa"]);
+        stop_all(&sup).await;
+    }
+}
+
+#[tokio::test]
+async fn a_service_file_cannot_take_the_name_of_a_job() {
+    let stack = Stack::new("jobname");
+    let sup = stack.start(None);
+    let sleep = stack.tag.program("sleep");
+    let job = sup
+        .run_job(JobSpec::Command(vec![
+            sleep.display().to_string(),
+            "1000".into(),
+        ]))
+        .await
+        .expect("job runs");
+    assert_eq!(job, "job-1");
+    let running = until_state(&sup, &job, State::Running).await;
+    let text = format!("exec: {} 1000\n", sleep.display());
+    let refused = sup
+        .add_text(&stack.conf.join("job-1.yaml"), "job-1.yaml", &text)
+        .await
+        .expect_err("a service may not be named job-1");
+    assert!(
+        refused.to_string().contains("reserved for jobs"),
+        "{refused}"
+    );
+    assert!(!stack.conf.join("job-1.yaml").exists());
+    // The job is still the one that runs, and still supervised.
+    let status = sup.status(&job).await.expect("status");
+    assert_eq!(status.pid, running.pid);
+    assert!(matches!(
+        status.kind,
+        zinit_supervisor::UnitKind::Job { .. }
+    ));
+    sup.stop_unit(&job).await.expect("cancel");
+    assert!(
+        wait_gone(
+            &[running.pid.expect("pid")],
+            stack.tag.as_str(),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
 }

@@ -72,25 +72,9 @@ impl Drop for Tree {
     }
 }
 
-/// Kills every process whose argv carries `tag` (re-checked per pid).
+/// Kills every process whose argv carries `tag`, and their descendants.
 pub fn reap_tag(tag: &str) {
-    for _ in 0..500 {
-        let table = ProcessTable::snapshot(Detail::Full).unwrap_or_default();
-        let pids: Vec<i32> = table
-            .iter()
-            .filter(|p| p.cmdline.iter().any(|a| a == tag))
-            .map(|p| p.pid)
-            .collect();
-        if pids.is_empty() {
-            return;
-        }
-        for pid in pids {
-            if let Some(handle) = ProcessId::of(pid).and_then(|id| ProcessHandle::open(id).ok()) {
-                let _ = handle.signal(Signal::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    zinit_tests::reap_tagged(tag, Duration::from_secs(10));
 }
 
 pub fn build_fixture() -> Result<String> {

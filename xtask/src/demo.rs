@@ -56,6 +56,56 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Programs we did not write: a Python web server, nginx in front of it
+/// (when nginx is installed), and a shell loop that logs. Each argv carries
+/// the demo's tag (through its directory) so the final check sees them.
+fn real_programs(tag: &str, dir: &Path) -> Result<Vec<(&'static str, String)>> {
+    let web_port = free_port()?;
+    let mut programs = vec![
+        (
+            "web",
+            format!(
+                "exec: python3 -m http.server {web_port} --bind 127.0.0.1 --directory {}
+after: [api]
+",
+                dir.display()
+            ),
+        ),
+        (
+            "ticker",
+            format!(
+                "exec: sh -c 'trap \"echo stopping; exit 0\" TERM; while :; do echo tick; sleep 1 & wait $!; done' {tag}
+"
+            ),
+        ),
+    ];
+    let nginx = Path::new("/usr/sbin/nginx");
+    if nginx.exists() {
+        let proxy_port = free_port()?;
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(&prefix)?;
+        let d = prefix.display();
+        std::fs::write(
+            prefix.join("nginx.conf"),
+            format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                 server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://127.0.0.1:{web_port}; }} }}\n}}\n"
+            ),
+        )?;
+        programs.push((
+            "proxy",
+            format!(
+                "exec: {} -c {d}/nginx.conf -p {d}\nafter: [web]\nports: [{proxy_port}]\n",
+                nginx.display()
+            ),
+        ));
+    }
+    Ok(programs)
+}
+
 fn demo(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
     let fixture = bins.join("zinit-fixture");
     let conf = dir.join("conf");
@@ -64,6 +114,9 @@ fn demo(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
             conf.join(format!("{name}.yaml")),
             format!("exec: {} --tag {tag} {args}\n{yaml}", fixture.display()),
         )?;
+    }
+    for (name, text) in real_programs(tag, dir)? {
+        std::fs::write(conf.join(format!("{name}.yaml")), text)?;
     }
     // A stray process holding nothing we declared, and one outside any tree
     // that matches a declared filter: the sweep's job.
@@ -165,14 +218,7 @@ fn wait_exit(child: &mut std::process::Child, bound: Duration) -> Result<String>
     }
 }
 
-/// Live processes with `tag` in their argv.
+/// Live processes with `tag` in their argv, and their descendants.
 pub fn tagged(tag: &str) -> Vec<i32> {
-    zinit_process::ProcessTable::snapshot(zinit_process::Detail::Full)
-        .map(|t| {
-            t.iter()
-                .filter(|p| p.cmdline.iter().any(|a| a == tag))
-                .map(|p| p.pid)
-                .collect()
-        })
-        .unwrap_or_default()
+    zinit_tests::tagged_trees(tag)
 }

@@ -61,18 +61,7 @@ impl Reaper {
     pub fn reap_now(&self) -> usize {
         let mut table = children();
         let mut orphans = 0;
-        loop {
-            // SAFETY: a zeroed siginfo is a valid out-parameter for waitid.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: valid out-pointer.
-            let rc =
-                unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
-            // SAFETY: waitid filled the siginfo when rc == 0.
-            let pid = unsafe { info.si_pid() };
-            if rc < 0 || pid == 0 {
-                break;
-            }
-            let status = ExitStatus::from_siginfo(&info);
+        while let Some((pid, status)) = crate::sys::waitid_any() {
             match table.get_mut(&pid) {
                 Some(slot) => *slot = Some(status),
                 None => {

@@ -297,6 +297,14 @@ impl<'a> Run<'a> {
         for member in &members {
             if let Some(tracked) = self.live.get_mut(&member.id.pid) {
                 tracked.depth = member.depth;
+                if tracked.comm != member.comm {
+                    // It executed a new program since we saw it. A signal
+                    // sent between its fork and that exec may have gone to
+                    // its parent's handler (a shell's trap) and been lost:
+                    // it gets the stop signal again.
+                    tracked.comm.clone_from(&member.comm);
+                    tracked.signalled = false;
+                }
                 continue;
             }
             if self.gone.contains(&member.id) {
@@ -405,13 +413,16 @@ impl<'a> Run<'a> {
             // Whether the loop ended on a fresh read of the tree.
             let fresh = loop {
                 if !self.live.values().any(|t| t.depth >= level) {
-                    // Confirm with a fresh read: newcomers below this level
-                    // are signalled at once.
+                    // Confirm with a fresh read. Newcomers at or below this
+                    // level (a parent replacing the children that exited, as
+                    // nginx's master does) are signalled at once, and the
+                    // walk moves up to that parent instead of waiting for
+                    // them: waiting would only let it respawn again.
                     self.rescan().await?;
-                    if !self.live.values().any(|t| t.depth >= level) {
-                        break true;
+                    if self.live.values().any(|t| t.depth >= level) {
+                        self.signal_where(|d| d >= level);
                     }
-                    self.signal_where(|d| d >= level);
+                    break true;
                 }
                 let until = level_end.min(idle_end);
                 if Instant::now() >= until || self.hurried {

@@ -1,6 +1,11 @@
-//! Thin wrappers around the raw Linux system calls this crate needs and that
-//! `nix` does not cover the way we use them (pidfds, `waitid` on a pidfd).
+//! The raw Linux calls this crate needs where `nix` has no equivalent, or
+//! only one that allocates (which a child between `fork` and `exec` must
+//! not do): pidfds, `waitid` on a pidfd, `close_range`, resetting the
+//! dispositions of every signal (realtime ones included) and `execve` with
+//! argument arrays built before the fork. This is the only module of the
+//! workspace that calls `libc` directly.
 
+use std::ffi::{CStr, c_char};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -34,6 +39,55 @@ pub(crate) fn pidfd_send_signal(fd: RawFd, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `waitid(P_PIDFD, fd, WEXITED | WNOHANG)`: the exit status of our child
+/// behind `fd` if it has exited (reaping it), `None` while it runs.
+pub(crate) fn waitid_pidfd(fd: RawFd) -> io::Result<Option<crate::ExitStatus>> {
+    // SAFETY: a zeroed siginfo is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pidfd of our own child and out-pointer.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            fd as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(exit_status(&info))
+}
+
+/// `waitid(P_ALL, WEXITED | WNOHANG)`: the next exited child of this
+/// process, reaped, or `None` when no child has exited.
+pub(crate) fn waitid_any() -> Option<(i32, crate::ExitStatus)> {
+    // SAFETY: a zeroed siginfo is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: waitid filled the siginfo (si_pid stays 0 if nothing exited).
+    let pid = unsafe { info.si_pid() };
+    exit_status(&info).map(|status| (pid, status))
+}
+
+fn exit_status(info: &libc::siginfo_t) -> Option<crate::ExitStatus> {
+    // SAFETY: the siginfo was zeroed, then filled by waitid for a child event.
+    if unsafe { info.si_pid() } == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let status = unsafe { info.si_status() };
+    Some(if info.si_code == libc::CLD_EXITED {
+        crate::ExitStatus::Exited(status)
+    } else {
+        crate::ExitStatus::Signaled(status)
+    })
+}
+
 /// Registers an owned descriptor with the tokio reactor.
 pub(crate) fn async_fd(
     fd: OwnedFd,
@@ -42,4 +96,92 @@ pub(crate) fn async_fd(
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and
     // refers to the same file description for the AsyncFd's whole life.
     Ok(unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+// ----- between fork and exec: async-signal-safe, no allocation ----------
+
+/// Sets every signal, realtime ones included, to its default disposition
+/// (an ignored signal stays ignored across `exec`). Uses the raw
+/// `rt_sigaction` system call, because the C library refuses to touch the
+/// two signals it reserves for itself (32 and 33). Child side only.
+pub(crate) fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` on Linux.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction(2) with a valid kernel sigaction, no old
+            // action, and the kernel's sigset size (8 bytes).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
+        }
+    }
+}
+
+/// Marks every descriptor from `first` up as close-on-exec, so that the
+/// program starts with nothing beyond what it was handed deliberately.
+/// Child side only.
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range(2) with integer arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one fcntl per possible descriptor.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let last = limit.rlim_cur.min(1 << 20) as i32;
+    for fd in first as i32..last {
+        // SAFETY: fcntl on a descriptor that may not exist fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// `execve(2)` with arrays built before the fork (null-terminated pointer
+/// arrays to strings that outlive the call). Returns only on failure.
+/// Child side only.
+pub(crate) fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> io::Error {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: valid C string and null-terminated arrays of valid C strings.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Writes `bytes` to `fd` with one `write(2)`. Child side only.
+pub(crate) fn write_all_once(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: valid buffer; a failed write is ignored.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }

@@ -74,8 +74,7 @@ fn check_peer(request: Request<()>) -> Result<Request<()>, Status> {
 /// Serves until `stop` resolves; then open streams get about a second to end.
 pub async fn serve(
     unix: UnixListener,
-    tcp: Option<std::net::SocketAddr>,
-    token: Option<String>,
+    tcp: Option<(tokio::net::TcpListener, String)>,
     service: ControlService,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -122,10 +121,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), signal(&stop_tx));
     let mut servers = vec![tokio::spawn(unix_server)];
 
-    if let (Some(addr), Some(token)) = (tcp, token) {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    if let Some((listener, token)) = tcp {
         let expected = format!("Bearer {token}");
         let check_token = move |request: Request<()>| -> Result<Request<()>, Status> {
             match request

@@ -116,14 +116,8 @@ fn run(args: Args) -> Result<i32> {
 
 async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Result<i32> {
     let listener = listen::bind_unix(&socket).await?;
-    let _reaper = zinit_process::reaper::Reaper::start().context("becoming a child subreaper")?;
-    let mut options = Options::new(&args.config);
-    options.cgroups = zinit_process::CgroupRoot::detect();
-    let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(path) = &args.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing the pid file {}", path.display()))?;
-    }
+    // Every listener is bound and every file read before anything starts:
+    // a bad flag must not leave services running.
     let token = match &args.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -133,6 +127,23 @@ async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Resul
         ),
         None => None,
     };
+    let tcp = match (args.tcp, token) {
+        (Some(addr), Some(token)) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+            token,
+        )),
+        _ => None,
+    };
+    let _reaper = zinit_process::reaper::Reaper::start().context("becoming a child subreaper")?;
+    let mut options = Options::new(&args.config);
+    options.cgroups = zinit_process::CgroupRoot::detect();
+    let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(path) = &args.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+    }
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let controller =
         shutdown::ShutdownHandle::new(sup.clone(), socket.clone(), args.pid_file.clone());
@@ -164,7 +175,7 @@ async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Resul
         // Open streams (logs -f, events) end now, so the drain is short.
         let _ = closing_tx.send(true);
     };
-    let served = listen::serve(listener, args.tcp, token, service, stop).await;
+    let served = listen::serve(listener, tcp, service, stop).await;
     controller.cleanup();
     served?;
     Ok(controller.exit_code())

@@ -985,10 +985,10 @@ pub fn signal_thread(signals: Signals, controller: ShutdownHandle, sup: Supervis
     }
 }
 
-/// A fault hook for the watchdog test: compiled only with the `test-hooks`
-/// feature; `ZINIT_TEST_WEDGE=<step>` then makes that step hang.
+/// A fault hook for the watchdog test, compiled into debug builds only
+/// (never into a release): `ZINIT_TEST_WEDGE=<step>` makes that step hang.
 mod test_hooks {
-    #[cfg(feature = "test-hooks")]
+    #[cfg(debug_assertions)]
     pub async fn maybe_wedge(step: &str) {
         if std::env::var("ZINIT_TEST_WEDGE").is_ok_and(|s| s == step) {
             tracing::warn!("test hook: wedging the shutdown at {step}");
@@ -996,6 +996,6 @@ mod test_hooks {
         }
     }
 
-    #[cfg(not(feature = "test-hooks"))]
+    #[cfg(not(debug_assertions))]
     pub async fn maybe_wedge(_step: &str) {}
 }

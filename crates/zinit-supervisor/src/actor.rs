@@ -6,13 +6,14 @@
 //! number it was started for, so stale reports are ignored.
 
 use crate::backoff::Next;
+use crate::command::{CommandResult, command_for, run_bounded};
 use crate::config::{
     ConfigError, ConfigErrors, ConfigSet, RestartMode, ServiceConfig, load_dir, parse_file,
 };
 use crate::events::{EventBus, EventKind};
 use crate::logs::{LogHub, RotatingFile, Sinks, Stream, capture};
 use crate::state::State;
-use crate::stopping::{UnitStopReport, command_for, stop_unit};
+use crate::stopping::{UnitStopReport, stop_unit};
 use crate::supervisor::{JobSpec, ReloadSummary, ShutdownUnit, StopResult, SupervisorError};
 use crate::unit::{Instance, Then, Unit, UnitKind, UnitStatus};
 use std::collections::{BTreeMap, HashMap};
@@ -195,11 +196,19 @@ impl Actor {
     }
 
     /// Starts every wanted unit whose dependencies are satisfied; marks the
-    /// others blocked with what they wait for.
+    /// others blocked with what they wait for. Repeats until nothing more
+    /// starts, so a unit that became ready in this pass wakes its dependents
+    /// whatever the order of their names.
     fn reconcile(&mut self) {
         if self.intake_frozen {
             return;
         }
+        while self.reconcile_pass() {}
+    }
+
+    /// One pass of [`Actor::reconcile`]; whether it started anything.
+    fn reconcile_pass(&mut self) -> bool {
+        let mut started = false;
         let names: Vec<String> = self.units.keys().cloned().collect();
         for name in names {
             let unit = &self.units[&name];
@@ -218,6 +227,7 @@ impl Actor {
                 .collect();
             if waiting.is_empty() {
                 self.spawn(&name);
+                started = true;
                 continue;
             }
             let reason = format!(
@@ -236,6 +246,7 @@ impl Actor {
                 unit.waiting_for = waiting;
             }
         }
+        started
     }
 
     fn spawn(&mut self, name: &str) {
@@ -1293,8 +1304,8 @@ async fn readiness(
         let attempt_bound = remaining
             .min(Duration::from_secs(10))
             .max(Duration::from_millis(100));
-        let last = match crate::stopping::run_bounded(&config, &test, attempt_bound).await {
-            crate::stopping::StopCommandResult::Exited(status) if status.success() => {
+        let last = match run_bounded(&config, &test, attempt_bound).await {
+            CommandResult::Exited(status) if status.success() => {
                 let _ = tx.send(Msg::Ready {
                     unit,
                     instance,
@@ -1302,9 +1313,9 @@ async fn readiness(
                 });
                 return;
             }
-            crate::stopping::StopCommandResult::Exited(status) => status.to_string(),
-            crate::stopping::StopCommandResult::TimedOut => "timed out".to_string(),
-            crate::stopping::StopCommandResult::Failed(e) => e,
+            CommandResult::Exited(status) => status.to_string(),
+            CommandResult::TimedOut => "timed out".to_string(),
+            CommandResult::Failed(e) => e,
         };
         if Instant::now() + config.test_interval >= deadline {
             let result = Err(format!(

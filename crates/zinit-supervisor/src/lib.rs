@@ -7,6 +7,7 @@
 
 mod actor;
 pub mod backoff;
+pub mod command;
 pub mod config;
 pub mod events;
 pub mod graph;

@@ -3,24 +3,13 @@
 //! half of the budget), then its stop signal in its stop mode, escalation to
 //! SIGKILL when the budget ends, and a report of what happened.
 
+use crate::command::{CommandResult, run_bounded};
 use crate::config::ServiceConfig;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
-use zinit_process::spawn::{ExitStatus, Output};
-use zinit_process::stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSpec, stop};
-use zinit_process::{Command, Members};
-
-/// How the `stop` command went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopCommandResult {
-    /// It exited (with this status) within its half of the budget.
-    Exited(ExitStatus),
-    /// It was still running at half of the budget and was killed.
-    TimedOut,
-    /// It could not be started.
-    Failed(String),
-}
+use zinit_process::Members;
+use zinit_process::stop::{StopEvent, StopOutcome, StopReport, StopSpec, stop};
 
 /// What stopping one unit did.
 #[derive(Debug, Clone)]
@@ -32,57 +21,9 @@ pub struct UnitStopReport {
     /// The budget it had.
     pub budget: Duration,
     /// The `stop` command's result, if the unit has one.
-    pub stop_command: Option<StopCommandResult>,
+    pub stop_command: Option<CommandResult>,
     /// The signal part.
     pub processes: StopReport,
-}
-
-/// Spawns a command with the unit's environment, directory and user.
-pub(crate) fn command_for(config: &ServiceConfig, argv: &[String]) -> Command {
-    let mut command = Command::new(&argv[0]).args(&argv[1..]);
-    for (key, value) in &config.env {
-        command = command.env(key, value);
-    }
-    if let Some(dir) = &config.dir {
-        command = command.current_dir(dir);
-    }
-    if let Some(run_as) = &config.run_as {
-        command = command.user(run_as.uid, run_as.gid, run_as.groups.clone());
-    }
-    command
-}
-
-/// Runs `argv` (outside the unit's cgroup) and waits at most `bound`; on
-/// timeout its whole group is killed.
-pub(crate) async fn run_bounded(
-    config: &ServiceConfig,
-    argv: &[String],
-    bound: Duration,
-) -> StopCommandResult {
-    let spawned = command_for(config, argv)
-        .stdout(Output::Null)
-        .stderr(Output::Null)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return StopCommandResult::Failed(format!("{}: {e}", argv[0])),
-    };
-    match tokio::time::timeout(bound, child.wait()).await {
-        Ok(Ok(status)) => StopCommandResult::Exited(status),
-        Ok(Err(e)) => StopCommandResult::Failed(e.to_string()),
-        Err(_) => {
-            let members = Members::of_child(&child);
-            let spec = StopSpec {
-                timeout: Duration::ZERO,
-                mode: StopMode::Group,
-                kill_wait: Duration::from_millis(500),
-                ..StopSpec::default()
-            };
-            let _ = stop(&members, &spec, None).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
-            StopCommandResult::TimedOut
-        }
-    }
 }
 
 /// Stops a unit's processes within `budget` (the caller has already capped

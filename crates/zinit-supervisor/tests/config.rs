@@ -108,8 +108,16 @@ fn a_stop_timeout_above_thirty_seconds_is_capped_with_a_warning() {
 /// Each bad file and the exact error it must give.
 const BAD: &[(&str, &str)] = &[
     (
+        "exec: /bin/a\nlimits:\n  nofile: lots\n",
+        "/etc/zinit/web.yaml:3: field `limits.nofile` = \"lots\": expected a whole number, unlimited, or SOFT:HARD",
+    ),
+    (
+        "exec: /bin/a\nlimits:\n  nofile: \"2048:1024\"\n",
+        "/etc/zinit/web.yaml:3: field `limits.nofile` = \"2048:1024\": the soft limit is above the hard limit",
+    ),
+    (
         "exec: /bin/a\nexce: typo\n",
-        "/etc/zinit/web.yaml:2: field `exce`: unknown field; expected one of: exec, test, test_interval, test_timeout, oneshot, after, signal, stop_signal, shutdown_timeout, stop_timeout_ms, stop, stop_mode, log, env, dir, ports, process_filters, restart, user, group",
+        "/etc/zinit/web.yaml:2: field `exce`: unknown field; expected one of: exec, test, test_interval, test_timeout, oneshot, after, signal, stop_signal, shutdown_timeout, stop_timeout_ms, stop, stop_mode, log, env, dir, ports, process_filters, restart, user, group, limits",
     ),
     (
         "oneshot: true\n",
@@ -325,4 +333,33 @@ fn two_files_for_one_name_are_a_duplicate() {
             .to_string()
             .contains("duplicate service \"web\"")
     );
+}
+
+#[test]
+fn limits_set_soft_and_hard_values() {
+    use zinit_process::limits::UNLIMITED;
+    let service = parse(
+        "exec: /bin/web\nlimits:\n  nofile: 4096\n  core: unlimited\n  nproc: \"512:1024\"\n",
+    )
+    .expect("valid");
+    let limits: Vec<(u64, u64)> = service.limits.iter().map(|l| (l.soft, l.hard)).collect();
+    assert_eq!(limits, [(4096, 4096), (UNLIMITED, UNLIMITED), (512, 1024)]);
+}
+
+#[test]
+fn names_of_the_form_job_n_are_left_to_jobs() {
+    let errors = parse_service(
+        Path::new("/etc/zinit/job-7.yaml"),
+        "job-7",
+        "exec: /bin/a\n",
+    )
+    .expect_err("reserved");
+    assert_eq!(
+        errors[0].to_string(),
+        "/etc/zinit/job-7.yaml: \"job-7\" is not a valid service name: names of the form job-N are reserved for jobs"
+    );
+    for fine in ["job-runner", "job-", "jobs-1", "my-job-1"] {
+        parse_service(Path::new("/etc/zinit/x.yaml"), fine, "exec: /bin/a\n")
+            .unwrap_or_else(|e| panic!("{fine}: {e:?}"));
+    }
 }

@@ -5,12 +5,24 @@
 //! Every process is a `fork` of the first (no `exec`), so every one of them
 //! carries the same argv, including `--tag TAG`: tests find and reap their
 //! processes by that tag. The program is single-threaded on purpose (it
-//! forks), and takes signals synchronously with `sigtimedwait`, so nothing
-//! runs in a signal handler.
+//! forks).
+//!
+//! It receives signals as an ordinary program does: the signal mask and the
+//! dispositions it inherited are left as they are, and stop signals are
+//! caught by plain handlers that write the signal's number to a pipe the
+//! main loop polls (a self-pipe). A signal that was ignored when the fixture
+//! started stays ignored, as in a shell, and a blocked one stays blocked: a
+//! supervisor that hands either down makes the fixture miss its stop signal,
+//! and the test that stops it fails. Around each `fork` every signal is
+//! blocked for a moment (so a child never writes into its parent's pipe),
+//! then the inherited mask is restored, never cleared.
 //!
 //! Output on stdout, once every process has started:
 //! `proc pid=P ppid=Q depth=D role=R` for each process, then
-//! `ready count=N [tcp=PORT] [udp=PORT] ...`.
+//! `ready count=N sigblk=HEX sigign=HEX [tcp=PORT] [udp=PORT] ...`, where
+//! `sigblk` and `sigign` are the root's inherited masks (`SigBlk`/`SigIgn`
+//! of `/proc/self/status`, read before anything changed them; Rust ignores
+//! SIGPIPE itself before `main`, so that bit is cleared in `sigign`).
 //!
 //! Log lines (appended to `--log FILE`, one `write` each):
 //! `start pid=P ppid=Q depth=D role=R t=NS`,
@@ -18,13 +30,107 @@
 //! `exit pid=P depth=D role=R t=NS`. `t` is CLOCK_MONOTONIC in nanoseconds.
 
 use clap::Parser;
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
+
+/// The signals the fixture catches (when they were not ignored at start).
+const CAUGHT: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGCHLD,
+];
+
+/// The write end of this process's self-pipe, for the signal handler.
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+/// The signal handler: writes the signal number to the self-pipe.
+extern "C" fn on_signal(sig: std::ffi::c_int) {
+    let saved = nix::errno::Errno::last_raw();
+    let fd = PIPE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: the descriptor stays open while the handler is installed.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = nix::unistd::write(fd, &[sig as u8]);
+    }
+    nix::errno::Errno::set_raw(saved);
+}
+
+/// The SigBlk and SigIgn masks of this process, from /proc/self/status.
+fn inherited_masks() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigBlk:"), mask("SigIgn:"))
+}
+
+/// A fresh self-pipe for this process (the read end is returned).
+fn new_self_pipe() -> OwnedFd {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .expect("pipe");
+    let old = PIPE_WRITE.swap(write.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(write);
+    if old >= 0 {
+        // SAFETY: the old write end was leaked by the previous call (in the parent).
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(old) });
+    }
+    read
+}
+
+/// Installs the handler for every caught signal that was not ignored when
+/// the program started (`ignored` is the inherited SigIgn mask).
+fn install_handlers(ignored: u64) {
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in CAUGHT {
+        if ignored & (1 << (sig as i32 - 1)) != 0 {
+            // Ignored on entry: it stays ignored, as in a shell.
+            continue;
+        }
+        // SAFETY: the handler only writes to a pipe (async-signal-safe).
+        unsafe { nix::sys::signal::sigaction(sig, &action) }.expect("sigaction");
+    }
+}
+
+/// Forks with every signal blocked for a moment, so that the child has its
+/// own self-pipe before a handler can run in it; both sides then go back to
+/// the mask the program inherited.
+fn fork_with_own_pipe(pipe: &mut OwnedFd) -> ForkResult {
+    let mut inherited = SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut inherited),
+    )
+    .expect("block for fork");
+    // SAFETY: this program is single-threaded; the child only makes
+    // system calls and continues the same program.
+    let result = unsafe { fork() }.expect("fork");
+    if let ForkResult::Child = result {
+        *pipe = new_self_pipe();
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&inherited), None)
+        .expect("restore the inherited mask");
+    result
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Builds real process trees for zinit's tests")]
@@ -165,6 +271,8 @@ struct Fixture {
     stop_self: Scope,
     log: Option<std::fs::File>,
     report: Option<OwnedFd>,
+    /// The read end of this process's self-pipe.
+    pipe: OwnedFd,
 }
 
 fn now_ns() -> u64 {
@@ -205,9 +313,7 @@ impl Fixture {
 
     /// Forks a child that becomes `child`; returns its pid in the parent.
     fn spawn(&mut self, me: &mut Me, child: Me) -> Pid {
-        // SAFETY: this program is single-threaded; the child only makes
-        // system calls and continues the same program.
-        match unsafe { fork() }.expect("fork") {
+        match fork_with_own_pipe(&mut self.pipe) {
             ForkResult::Parent { child: pid } => {
                 me.children.push((pid, child.role));
                 pid
@@ -284,20 +390,6 @@ impl Fixture {
     }
 
     fn serve(&mut self, mut me: Me) -> ! {
-        let stop_signals = [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-        ];
-        let mut set = SigSet::empty();
-        for sig in stop_signals {
-            set.add(sig);
-        }
-        set.add(Signal::SIGCHLD);
-        set.add(Signal::SIGCONT);
         let storm = self.args.fork_storm && me.depth == 0;
         let chatty_every = self.args.chatty_ms.filter(|_| me.depth == 0);
         let tick = match (storm, chatty_every) {
@@ -318,17 +410,33 @@ impl Fixture {
             if let Some(at) = exit_at {
                 wait_ns = wait_ns.min(at.saturating_sub(now_ns()));
             }
-            let timeout = libc::timespec {
-                tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
-            };
-            // SAFETY: an all-zero siginfo is a valid out-parameter.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: valid set, out-pointer and timeout.
-            let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &timeout) };
-            if sig == libc::SIGCHLD {
-                self.reap_and_respawn(&mut me, terminating);
-            } else if sig > 0 && sig != libc::SIGCONT {
+            let mut fds = [nix::poll::PollFd::new(
+                self.pipe.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let timeout = nix::poll::PollTimeout::try_from(wait_ns / 1_000_000 + 1)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let _ = nix::poll::poll(&mut fds, timeout);
+            let mut buf = [0u8; 64];
+            let received = nix::unistd::read(&self.pipe, &mut buf).unwrap_or(0);
+            let signals: Vec<i32> = buf[..received].iter().map(|&b| b as i32).collect();
+            if signals.is_empty() && storm && !terminating {
+                let child = Me {
+                    depth: 1,
+                    role: "storm",
+                    leaf: true,
+                    chain_below: 0,
+                    children: Vec::new(),
+                    reap: true,
+                };
+                self.spawn(&mut me, child);
+                self.reap_and_respawn(&mut me, false);
+            }
+            for sig in signals {
+                if sig == Signal::SIGCHLD as i32 {
+                    self.reap_and_respawn(&mut me, terminating);
+                    continue;
+                }
                 let signal = Signal::try_from(sig).expect("known signal");
                 self.log(format!(
                     "signal {} sig={} t={} live_children={}",
@@ -351,17 +459,6 @@ impl Fixture {
                     let at = now_ns() + delay * 1_000_000;
                     exit_at = Some(exit_at.map_or(at, |earlier| earlier.min(at)));
                 }
-            } else if storm && !terminating {
-                let child = Me {
-                    depth: 1,
-                    role: "storm",
-                    leaf: true,
-                    chain_below: 0,
-                    children: Vec::new(),
-                    reap: true,
-                };
-                self.spawn(&mut me, child);
-                self.reap_and_respawn(&mut me, false);
             }
             if exit_at.is_some_and(|at| now_ns() >= at) {
                 self.log(format!("exit {} t={}", Self::describe(&me), now_ns()));
@@ -429,12 +526,12 @@ fn bind_ports(args: &Args) -> (Vec<TcpListener>, Vec<UdpSocket>, String) {
 
 fn main() {
     let args = Args::parse();
-    let mut all = SigSet::all();
-    all.remove(Signal::SIGSEGV);
-    all.remove(Signal::SIGBUS);
-    all.remove(Signal::SIGILL);
-    all.remove(Signal::SIGFPE);
-    all.thread_block().expect("block signals");
+    let (sigblk, sigign) = inherited_masks();
+    // Rust sets SIGPIPE to ignored before main; that bit says nothing about
+    // what the fixture inherited.
+    let sigign = sigign & !(1 << (Signal::SIGPIPE as i32 - 1));
+    let pipe = new_self_pipe();
+    install_handlers(sigign);
 
     let (sockets_tcp, sockets_udp, ports) = bind_ports(&args);
     let (report_read, report_write) = nix::unistd::pipe().expect("pipe");
@@ -450,6 +547,7 @@ fn main() {
                 .expect("open log")
         }),
         report: Some(report_write),
+        pipe,
         args: args.clone(),
     };
     let mut root = Me {
@@ -472,15 +570,14 @@ fn main() {
         1 + args.width * args.depth + args.double_fork + args.setsid + args.setpgid + args.zombies;
     // Children must not hold the read end of the report pipe.
     let report_raw = report_read.as_raw_fd();
-    let spawn_child = |fixture: &mut Fixture, root: &mut Me, child: Me| {
-        // SAFETY: single-threaded; see Fixture::spawn.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Parent { child: pid } => root.children.push((pid, child.role)),
-            ForkResult::Child => {
-                // SAFETY: closing our copy of the read end.
-                unsafe { libc::close(report_raw) };
-                fixture.become_(child)
-            }
+    let spawn_child = |fixture: &mut Fixture, root: &mut Me, child: Me| match fork_with_own_pipe(
+        &mut fixture.pipe,
+    ) {
+        ForkResult::Parent { child: pid } => root.children.push((pid, child.role)),
+        ForkResult::Child => {
+            // Children must not hold the read end of the report pipe.
+            let _ = nix::unistd::close(report_raw);
+            fixture.become_(child)
         }
     };
     for _ in 0..args.width {
@@ -535,7 +632,12 @@ fn main() {
     for line in &lines {
         let _ = writeln!(out, "{line}");
     }
-    let _ = writeln!(out, "ready count={}{}", lines.len(), ports);
+    let _ = writeln!(
+        out,
+        "ready count={} sigblk={sigblk:016x} sigign={sigign:016x}{}",
+        lines.len(),
+        ports
+    );
     for n in 1..=args.output_lines {
         let _ = writeln!(out, "line {n}");
     }

@@ -12,9 +12,11 @@ mod load;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{ConfigSet, load_dir, parse_file};
 
+use nix::sys::resource::Resource;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zinit_process::limits::{Limit, UNLIMITED};
 use zinit_process::signal::parse_signal;
 use zinit_process::stop::StopMode;
 use zinit_process::{Port, ProcessFilter, Signal};
@@ -111,6 +113,10 @@ pub struct RunAs {
     pub gid: u32,
     /// Supplementary groups of the user.
     pub groups: Vec<u32>,
+    /// The user's home directory (from the password database).
+    pub home: PathBuf,
+    /// The user's login shell (from the password database).
+    pub shell: PathBuf,
 }
 
 /// A validated service file.
@@ -156,6 +162,8 @@ pub struct ServiceConfig {
     pub restart: RestartPolicy,
     /// The user to run as.
     pub run_as: Option<RunAs>,
+    /// Resource limits its commands start with (others: as the server was given).
+    pub limits: Vec<Limit>,
     /// Things worth a warning that are not errors (a capped timeout).
     pub warnings: Vec<String>,
 }
@@ -169,6 +177,13 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+/// Whether `name` has the form of a job's name (`job-` and a number):
+/// services may not take it, so jobs and services never share a name.
+pub fn is_job_name(name: &str) -> bool {
+    name.strip_prefix("job-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The fields a service file may have.
@@ -193,6 +208,7 @@ const FIELDS: &[&str] = &[
     "restart",
     "user",
     "group",
+    "limits",
 ];
 
 /// Checks one field after another, collecting every error.
@@ -416,6 +432,11 @@ pub fn parse_service(
                 "{name:?} is not a valid service name (letters, digits, '.', '_', '-', '@'; at most 128; not starting with '.')"
             ),
         ));
+    } else if is_job_name(name) {
+        c.errors.push(ConfigError::file(
+            file,
+            format!("{name:?} is not a valid service name: names of the form job-N are reserved for jobs"),
+        ));
     }
     let root: Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
@@ -633,6 +654,9 @@ pub fn parse_service(
 
     let restart = parse_restart(&mut c, get("restart"), oneshot);
     let run_as = resolve_user(&mut c, get("user"), get("group"));
+    let limits = get("limits")
+        .map(|v| parse_limits(&mut c, v))
+        .unwrap_or_default();
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -658,8 +682,63 @@ pub fn parse_service(
         process_filters,
         restart,
         run_as,
+        limits,
         warnings,
     })
+}
+
+/// The resource limits a service file may set, by field name.
+const LIMITS: &[(&str, Resource)] = &[
+    ("nofile", Resource::RLIMIT_NOFILE),
+    ("nproc", Resource::RLIMIT_NPROC),
+    ("core", Resource::RLIMIT_CORE),
+    ("memlock", Resource::RLIMIT_MEMLOCK),
+    ("stack", Resource::RLIMIT_STACK),
+    ("fsize", Resource::RLIMIT_FSIZE),
+];
+
+/// `limits: {nofile: 4096, core: unlimited, nproc: "512:1024"}`: one value
+/// sets the soft and hard limit, `SOFT:HARD` each.
+fn parse_limits(c: &mut Checker<'_>, value: &Value) -> Vec<Limit> {
+    let names: Vec<&str> = LIMITS.iter().map(|(n, _)| *n).collect();
+    let mut out = Vec::new();
+    for (key, v) in c.mapping("limits", value, &names) {
+        let field = format!("limits.{key}");
+        let resource = LIMITS
+            .iter()
+            .find(|(n, _)| *n == key)
+            .map(|(_, r)| *r)
+            .expect("checked against the list");
+        let one = |text: &str| -> Option<u64> {
+            match text.trim() {
+                "unlimited" | "infinity" => Some(UNLIMITED),
+                number => number.parse::<u64>().ok().filter(|n| *n < UNLIMITED),
+            }
+        };
+        let text = match v {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            _ => String::new(),
+        };
+        let parsed = match text.split_once(':') {
+            Some((soft, hard)) => one(soft).zip(one(hard)),
+            None => one(&text).map(|n| (n, n)),
+        };
+        match parsed {
+            Some((soft, hard)) if soft <= hard => out.push(Limit {
+                resource,
+                soft,
+                hard,
+            }),
+            Some(_) => c.error(&field, Some(v), "the soft limit is above the hard limit"),
+            None => c.error(
+                &field,
+                Some(v),
+                "expected a whole number, unlimited, or SOFT:HARD",
+            ),
+        }
+    }
+    out
 }
 
 fn parse_log(c: &mut Checker<'_>, value: &Value) -> LogConfig {
@@ -830,7 +909,7 @@ fn resolve_user(c: &mut Checker<'_>, user: Option<&Value>, group: Option<&Value>
     };
     let name = c.string("user", user_value)?;
     let found = match nix::unistd::User::from_name(&name) {
-        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw(), u.dir, u.shell)),
         Ok(None) => None,
         Err(e) => {
             c.error(
@@ -841,7 +920,7 @@ fn resolve_user(c: &mut Checker<'_>, user: Option<&Value>, group: Option<&Value>
             return None;
         }
     };
-    let Some((uid, user_gid)) = found else {
+    let Some((uid, user_gid, home, shell)) = found else {
         c.error("user", Some(user_value), "no such user");
         return None;
     };
@@ -856,5 +935,7 @@ fn resolve_user(c: &mut Checker<'_>, user: Option<&Value>, group: Option<&Value>
         uid,
         gid,
         groups,
+        home,
+        shell,
     })
 }
