@@ -556,7 +556,17 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = std::process::Command::new(cargo);
-        command.args(["build", "--quiet", "-p", "zinit-server", "-p", "zinit-cli"]);
+        // `--workspace`: the features every other build of the workspace
+        // uses, so nothing is rebuilt with another feature set.
+        command.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bin",
+            "zinit_server",
+            "--bin",
+            "zinit",
+        ]);
         let status = command.status().expect("run cargo build");
         assert!(status.success(), "building zinit_server and zinit");
     });

@@ -42,7 +42,7 @@ macro_rules! ensure {
 fn hooked_server() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "zinit-server"])
+        .args(["build", "--quiet", "--workspace", "--bin", "zinit_server"])
         .status()
         .map_err(|e| e.to_string())?;
     ensure!(status.success(), "building the debug zinit_server failed");

@@ -27,26 +27,20 @@ pub const BINARIES: &[&str] = &["zinit_server", "zinit"];
 /// Builds the release binaries (with the fixture when `fixture`); returns
 /// the directory they are in.
 pub fn build_release(fixture: bool) -> Result<PathBuf> {
+    // `--workspace`: one feature set for every release build, so nothing
+    // is compiled twice.
     let mut args = vec![
         "build",
         "--release",
         "--quiet",
-        "-p",
-        "zinit-server",
-        "-p",
-        "zinit-cli",
+        "--workspace",
+        "--bin",
+        "zinit_server",
+        "--bin",
+        "zinit",
     ];
     if fixture {
-        args.extend([
-            "-p",
-            "zinit-tests",
-            "--bin",
-            "zinit-fixture",
-            "--bin",
-            "zinit_server",
-            "--bin",
-            "zinit",
-        ]);
+        args.extend(["--bin", "zinit-fixture"]);
     }
     crate::run(&crate::cargo(), &args)?;
     Ok(crate::root().join("target/release"))

@@ -128,10 +128,11 @@ fn test_shutdown_counts() -> Result<(u64, u64, bool)> {
     let prefix = std::env::temp_dir().join(format!("zinit-prefix-{}", std::process::id()));
     crate::install::install_binaries(&built, &prefix)?;
     let cargo = crate::cargo();
+    // `--workspace` keeps the features of the other builds: nothing is
+    // compiled a second time.
     let args = [
         "test",
-        "-p",
-        "zinit-tests",
+        "--workspace",
         "--test",
         "shutdown",
         "--color",

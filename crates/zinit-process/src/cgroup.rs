@@ -17,6 +17,27 @@ use std::time::Duration;
 /// The environment variable that disables cgroups when set to `off`.
 pub const CGROUP_ENV: &str = "ZINIT_CGROUP";
 
+/// Unit cgroups are named `unit-NAME`.
+const UNIT_PREFIX: &str = "unit-";
+
+/// The unit cgroups in `dir` (a server's cgroup directory), by unit name.
+pub fn unit_cgroups(dir: &Path) -> Vec<(String, Cgroup)> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(UNIT_PREFIX)?
+                .to_string();
+            Some((name, Cgroup::at(e.path())))
+        })
+        .collect()
+}
+
 /// Where this process creates its unit cgroups.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
@@ -89,21 +110,28 @@ impl CgroupRoot {
         &self.dir
     }
 
-    /// Creates (or reuses, when empty) the cgroup `name` for one unit.
+    /// Creates (or reuses, when empty) the cgroup of the unit `name`, as
+    /// `unit-NAME`: the prefix keeps unit names from ever clashing with the
+    /// kernel's interface files (`cgroup.procs`, `memory.max`, ...).
     pub fn create(&self, name: &str) -> io::Result<Cgroup> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{name:?} is not a valid cgroup name"),
+                format!("{name:?} is not a valid unit name for a cgroup"),
             ));
         }
-        let path = self.dir.join(name);
+        let path = self.dir.join(format!("{UNIT_PREFIX}{name}"));
         match fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
         Ok(Cgroup { path })
+    }
+
+    /// The unit cgroups under this directory, by unit name.
+    pub fn units(&self) -> Vec<(String, Cgroup)> {
+        unit_cgroups(&self.dir)
     }
 
     /// Removes this process's directory (and any empty unit cgroup left in it).

@@ -9,8 +9,11 @@
 use crate::proc_table::read_start_time;
 use crate::signal::Signal;
 use crate::sys;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// A process identity: a pid and the start time that tells reuses apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,11 +45,11 @@ impl ProcessHandle {
     pub fn open(id: ProcessId) -> io::Result<Self> {
         let pidfd = match sys::pidfd_open(id.pid) {
             Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(e),
+            Err(e) if e.raw_os_error() == Some(Errno::ESRCH as i32) => return Err(e),
             Err(_) => None,
         };
         if read_start_time(id.pid) != Some(id.start_time) {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            return Err(Errno::ESRCH.into());
         }
         Ok(Self { id, pidfd })
     }
@@ -83,34 +86,22 @@ impl ProcessHandle {
     /// Sends `signal`. Fails with `ESRCH` once the process has exited (or
     /// when its pid now belongs to another process).
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        self.send(signal as i32)
-    }
-
-    fn send(&self, signal: i32) -> io::Result<()> {
         if let Some(fd) = &self.pidfd {
-            return sys::pidfd_send_signal(fd.as_raw_fd(), signal);
+            return sys::pidfd_send_signal(fd.as_raw_fd(), signal as i32);
         }
         if read_start_time(self.id.pid) != Some(self.id.start_time) {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            return Err(Errno::ESRCH.into());
         }
-        // SAFETY: plain system call; the start time was just checked.
-        if unsafe { libc::kill(self.id.pid, signal) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // The start time was just checked: the pid is still this process's.
+        Ok(nix::sys::signal::kill(Pid::from_raw(self.id.pid), signal)?)
     }
 
     /// Whether the process has not exited yet. A zombie has exited.
     pub fn is_alive(&self) -> bool {
         if let Some(fd) = &self.pidfd {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, zero timeout.
-            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-            return n == 0;
+            // A pidfd becomes readable when its process exits.
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            return poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n == 0);
         }
         let mut buf = Vec::new();
         match crate::proc_table::read_process(self.id.pid, crate::Detail::Basic, &mut buf) {

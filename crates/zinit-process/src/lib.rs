@@ -10,6 +10,7 @@
 //! `ARCHITECTURE.md` at the repository root for how the pieces fit together.
 
 pub mod cgroup;
+pub mod emergency;
 pub mod filter;
 pub mod handle;
 pub mod limits;

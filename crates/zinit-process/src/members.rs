@@ -37,6 +37,8 @@ pub struct Members {
     root: ProcessId,
     cgroup: Option<Cgroup>,
     recorded: Arc<Mutex<HashSet<ProcessId>>>,
+    /// A fixed set instead of a unit (see [`Members::fixed`]).
+    fixed: Option<Arc<[(ProcessId, usize)]>>,
 }
 
 impl Members {
@@ -47,6 +49,22 @@ impl Members {
             root,
             cgroup,
             recorded: Arc::default(),
+            fixed: None,
+        }
+    }
+
+    /// Exactly these processes (with their depths), as long as each lives:
+    /// no descendants, no newcomers. The final sweep stops its targets
+    /// through the same stop engine as a unit's processes this way.
+    pub fn fixed(processes: Vec<(ProcessId, usize)>) -> Self {
+        Self {
+            root: ProcessId {
+                pid: 0,
+                start_time: 0,
+            },
+            cgroup: None,
+            recorded: Arc::default(),
+            fixed: Some(processes.into()),
         }
     }
 
@@ -70,6 +88,9 @@ impl Members {
     /// session member can be anywhere). Blocking: async callers use
     /// [`Members::scan_async`].
     pub fn scan_now(&self) -> std::io::Result<Vec<Member>> {
+        if let Some(fixed) = &self.fixed {
+            return Ok(scan_fixed(fixed));
+        }
         match &self.cgroup {
             // A cgroup that is gone has no processes.
             Some(cgroup) if !cgroup.path().exists() => Ok(Vec::new()),
@@ -102,6 +123,9 @@ impl Members {
     /// The live (not zombie) members in `table`, deepest first, recording
     /// them for later scans.
     pub fn scan(&self, table: &ProcessTable) -> Vec<Member> {
+        if let Some(fixed) = &self.fixed {
+            return scan_fixed(fixed);
+        }
         let cgroup_pids = self.cgroup.as_ref().map(|c| c.procs().unwrap_or_default());
         self.scan_seeded(table, cgroup_pids)
     }
@@ -169,6 +193,27 @@ impl Members {
         recorded.extend(members.iter().map(|m| m.id));
         members
     }
+}
+
+/// The live processes of a fixed set, deepest first.
+fn scan_fixed(fixed: &[(ProcessId, usize)]) -> Vec<Member> {
+    let mut buf = Vec::new();
+    let mut members: Vec<Member> = fixed
+        .iter()
+        .filter_map(|&(id, depth)| {
+            let info = crate::proc_table::read_process(id.pid, Detail::Basic, &mut buf)?;
+            let live = info.start_time == id.start_time && !info.is_zombie() && !info.kernel_thread;
+            live.then_some(Member {
+                id,
+                ppid: info.ppid,
+                depth,
+                comm: info.comm,
+                state: info.state,
+            })
+        })
+        .collect();
+    members.sort_unstable_by(|a, b| b.depth.cmp(&a.depth).then(a.id.pid.cmp(&b.id.pid)));
+    members
 }
 
 /// Depth below `root` following parents that are members; memoised.

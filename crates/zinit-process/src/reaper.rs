@@ -87,19 +87,12 @@ impl Reaper {
 
 /// Sets `PR_SET_CHILD_SUBREAPER` on this process.
 pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: plain prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(nix::sys::prctl::set_child_subreaper(true)?)
 }
 
 /// Whether this process is a child subreaper.
 pub fn is_child_subreaper() -> bool {
-    let mut flag: libc::c_int = 0;
-    // SAFETY: valid out-pointer for PR_GET_CHILD_SUBREAPER.
-    let rc = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut flag, 0, 0, 0) };
-    rc == 0 && flag != 0
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
 
 /// Live children of this process that were not spawned through

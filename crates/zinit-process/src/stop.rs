@@ -21,6 +21,7 @@ use std::io;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Which processes receive the stop signal, and in what order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,9 +53,9 @@ pub struct StopSpec {
     pub kill_wait: Duration,
     /// How often a "still waiting" event is sent while members remain.
     pub progress_every: Duration,
-    /// When this becomes true, the rest of the graceful budget is skipped
+    /// When this is cancelled, the rest of the graceful budget is skipped
     /// (escalation starts at once).
-    pub hurry: Option<tokio::sync::watch::Receiver<bool>>,
+    pub hurry: Option<CancellationToken>,
 }
 
 impl Default for StopSpec {
@@ -236,7 +237,7 @@ struct Run<'a> {
     live: HashMap<i32, Tracked>,
     gone: HashSet<ProcessId>,
     events: Vec<StopEvent>,
-    hurry: Option<tokio::sync::watch::Receiver<bool>>,
+    hurry: Option<CancellationToken>,
     /// The caller asked to skip the rest of the graceful budget.
     hurried: bool,
 }
@@ -260,7 +261,7 @@ impl<'a> Run<'a> {
             live: HashMap::new(),
             gone: HashSet::new(),
             events: Vec::new(),
-            hurried: spec.hurry.as_ref().is_some_and(|h| *h.borrow()),
+            hurried: spec.hurry.as_ref().is_some_and(|h| h.is_cancelled()),
             hurry: spec.hurry.clone(),
         })
     }
@@ -270,12 +271,12 @@ impl<'a> Run<'a> {
         if self.hurried {
             return Ok(crate::watch::Wake::default());
         }
-        let Some(mut hurry) = self.hurry.clone() else {
+        let Some(hurry) = self.hurry.clone() else {
             return self.watcher.wait(until).await;
         };
         tokio::select! {
             wake = self.watcher.wait(until) => wake,
-            _ = hurry.wait_for(|h| *h) => {
+            _ = hurry.cancelled() => {
                 self.hurried = true;
                 Ok(crate::watch::Wake::default())
             }

@@ -89,13 +89,21 @@ fn exit_status(info: &libc::siginfo_t) -> Option<crate::ExitStatus> {
 }
 
 /// Registers an owned descriptor with the tokio reactor.
-pub(crate) fn async_fd(
-    fd: OwnedFd,
+pub(crate) fn async_fd<T: std::os::fd::AsRawFd>(
+    fd: T,
     interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and
-    // refers to the same file description for the AsyncFd's whole life.
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: the AsyncFd owns `fd`, which owns its descriptor, so the
+    // descriptor stays open and refers to the same file description for the
+    // AsyncFd's whole life.
     Ok(unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+/// `_exit(2)`: ends the process at once, without running exit handlers or
+/// flushing buffers (which could wait for a lock another thread holds).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no shared state.
+    unsafe { libc::_exit(code) }
 }
 
 // ----- between fork and exec: async-signal-safe, no allocation ----------

@@ -6,9 +6,11 @@
 //! there is no polling loop.
 
 use crate::handle::ProcessHandle;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -31,10 +33,20 @@ impl Wake {
     }
 }
 
+/// An epoll instance, as tokio's reactor needs it (a raw descriptor).
+#[derive(Debug)]
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
 /// Waits for watched processes to exit.
 #[derive(Debug)]
 pub struct ExitWatcher {
-    epoll: AsyncFd<OwnedFd>,
+    epoll: AsyncFd<EpollFd>,
     pidfds: HashMap<i32, OwnedFd>,
     cgroup_events: Option<std::fs::File>,
 }
@@ -42,35 +54,12 @@ pub struct ExitWatcher {
 impl ExitWatcher {
     /// An empty watcher. Needs a tokio runtime with IO enabled.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain system call.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel returned a new, owned descriptor.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         Ok(Self {
-            epoll: crate::sys::async_fd(epoll, tokio::io::Interest::READABLE)?,
+            epoll: crate::sys::async_fd(EpollFd(epoll), tokio::io::Interest::READABLE)?,
             pidfds: HashMap::new(),
             cgroup_events: None,
         })
-    }
-
-    fn ctl_add(&self, fd: i32, events: u32, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: valid epoll fd and event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.get_ref().as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd,
-                &mut event,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// Watches the process behind `handle`. Returns `false` when the handle
@@ -83,7 +72,10 @@ impl ExitWatcher {
             return Ok(false);
         };
         let dup = pidfd.try_clone()?;
-        self.ctl_add(dup.as_raw_fd(), libc::EPOLLIN as u32, handle.pid() as u64)?;
+        self.epoll.get_ref().0.add(
+            &dup,
+            EpollEvent::new(EpollFlags::EPOLLIN, handle.pid() as u64),
+        )?;
         self.pidfds.insert(handle.pid(), dup);
         Ok(true)
     }
@@ -91,7 +83,10 @@ impl ExitWatcher {
     /// Also wakes when the cgroup's `cgroup.events` file changes
     /// (populated / frozen).
     pub fn watch_cgroup(&mut self, events: std::fs::File) -> io::Result<()> {
-        self.ctl_add(events.as_raw_fd(), libc::EPOLLPRI as u32, CGROUP_TOKEN)?;
+        self.epoll
+            .get_ref()
+            .0
+            .add(&events, EpollEvent::new(EpollFlags::EPOLLPRI, CGROUP_TOKEN))?;
         self.cgroup_events = Some(events);
         Ok(())
     }
@@ -101,15 +96,7 @@ impl ExitWatcher {
         if let Some(fd) = self.pidfds.remove(&pid) {
             // Closing our duplicate is not enough: the registration lives as
             // long as any descriptor of the pidfd does (the handle's, too).
-            // SAFETY: valid epoll fd and registered fd; no event needed for DEL.
-            unsafe {
-                libc::epoll_ctl(
-                    self.epoll.get_ref().as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                )
-            };
+            let _ = self.epoll.get_ref().0.delete(&fd);
         }
     }
 
@@ -141,35 +128,23 @@ impl ExitWatcher {
     }
 
     fn collect(&mut self) -> io::Result<Wake> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
-        // SAFETY: the buffer is valid for `events.len()` entries; zero timeout.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.get_ref().as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                0,
-            )
+        let mut events = [EpollEvent::empty(); 256];
+        let n = match self.epoll.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => return Ok(Wake::default()),
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return Ok(Wake::default());
-            }
-            return Err(err);
-        }
         let mut wake = Wake::default();
-        for event in &events[..n as usize] {
-            if event.u64 == CGROUP_TOKEN {
+        for event in &events[..n] {
+            if event.data() == CGROUP_TOKEN {
                 wake.cgroup_changed = true;
                 // Consume the notification so that it does not fire again.
                 if let Some(file) = &self.cgroup_events {
                     let mut buf = [0u8; 128];
-                    // SAFETY: valid fd and buffer.
-                    unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    let _ = file.read_at(&mut buf, 0);
                 }
             } else {
-                let pid = event.u64 as i32;
+                let pid = event.data() as i32;
                 if self.pidfds.contains_key(&pid) {
                     self.remove(pid);
                     wake.exited.push(pid);

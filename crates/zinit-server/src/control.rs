@@ -37,14 +37,14 @@ pub struct ControlService {
     /// Becomes true when the server is closing: open streams end.
     pub closing: watch::Receiver<bool>,
     /// Runs a shutdown request (the shutdown module).
-    pub shutdown: crate::shutdown::ShutdownHandle,
+    pub shutdown: crate::shutdown::ShutdownController,
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
     if zinit_supervisor::config::valid_name(name) {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(convert::invalid_argument(format!(
             "{name:?} is not a valid service or job name (letters, digits, '.', '_', '-', '@')"
         )))
     }
@@ -156,12 +156,12 @@ impl Control for ControlService {
     ) -> Result<Response<pb::AddServiceResponse>, Status> {
         let request = request.into_inner();
         if request.content.len() > MAX_FILE {
-            return Err(Status::invalid_argument(
+            return Err(convert::invalid_argument(
                 "a service file may be at most 1 MiB",
             ));
         }
         if request.file_name.is_empty() || request.file_name.contains('/') {
-            return Err(Status::invalid_argument(format!(
+            return Err(convert::invalid_argument(format!(
                 "{:?} is not a file name such as web.yaml",
                 request.file_name
             )));
@@ -209,10 +209,10 @@ impl Control for ControlService {
         let request = request.into_inner();
         check_name(&request.name)?;
         let signal = if request.signal.is_empty() {
-            zinit_process::Signal::SIGTERM
+            zinit_supervisor::Signal::SIGTERM
         } else {
-            zinit_process::signal::parse_signal(&request.signal)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
+            zinit_supervisor::parse_signal(&request.signal)
+                .map_err(|e| convert::invalid_argument(e.to_string()))?
         };
         let pids = self
             .sup
@@ -263,7 +263,7 @@ impl Control for ControlService {
             check_name(name)?;
         }
         if request.last > MAX_LAST {
-            return Err(Status::invalid_argument(format!(
+            return Err(convert::invalid_argument(format!(
                 "last may be at most {MAX_LAST}"
             )));
         }
@@ -358,12 +358,12 @@ impl Control for ControlService {
             }
             Some(pb::run_job_request::What::Command(command)) => {
                 if command.argv.is_empty() || command.argv[0].is_empty() {
-                    return Err(Status::invalid_argument("a job command needs a program"));
+                    return Err(convert::invalid_argument("a job command needs a program"));
                 }
                 JobSpec::Command(command.argv)
             }
             None => {
-                return Err(Status::invalid_argument(
+                return Err(convert::invalid_argument(
                     "say what to run: a service or a command",
                 ));
             }
@@ -431,7 +431,7 @@ impl ControlService {
         check_name(name)?;
         let unit = self.sup.status(name).await.map_err(convert::status)?;
         if !matches!(unit.kind, UnitKind::Job { .. }) {
-            return Err(Status::not_found(format!("no job named {name:?}")));
+            return Err(convert::not_found(format!("no job named {name:?}")));
         }
         Ok(unit)
     }

@@ -1,15 +1,64 @@
-//! The one place that maps supervisor types to proto types, and supervisor
-//! errors to `tonic::Status`.
+//! The one place that maps supervisor types to proto types, and errors to
+//! `tonic::Status` (the tidy test keeps it so).
 
 use std::time::{Duration, SystemTime};
 use tonic::{Code, Status};
-use zinit_process::StopOutcome;
-use zinit_process::spawn::ExitStatus;
 use zinit_proto::v1 as pb;
 use zinit_supervisor::logs::{LogLine, Stream};
+use zinit_supervisor::shutdown::{
+    Leftover, MAX_DEADLINE, Plan, ShutdownEvent, ShutdownEventKind, Summary,
+};
 use zinit_supervisor::state::State;
 use zinit_supervisor::stopping::UnitStopReport;
-use zinit_supervisor::{SupervisorError, UnitKind, UnitStatus};
+use zinit_supervisor::{
+    ExitStatus, Signal, StopMode, StopOutcome, SupervisorError, UnitKind, UnitStatus,
+};
+
+/// A request that is not valid.
+pub fn invalid_argument(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}
+
+/// A request that does not fit the server's state.
+pub fn failed_precondition(message: impl Into<String>) -> Status {
+    Status::failed_precondition(message)
+}
+
+/// Something that does not exist.
+pub fn not_found(message: impl Into<String>) -> Status {
+    Status::not_found(message)
+}
+
+/// A caller that may not use this listener.
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    Status::permission_denied(message)
+}
+
+/// A caller without the token this listener needs.
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    Status::unauthenticated(message)
+}
+
+/// A shutdown request's timeout: unset or zero means 30 s; more is refused.
+pub fn shutdown_timeout(timeout: Option<prost_types::Duration>) -> Result<Duration, Status> {
+    match timeout {
+        None => Ok(MAX_DEADLINE),
+        Some(t) if t.seconds == 0 && t.nanos == 0 => Ok(MAX_DEADLINE),
+        Some(t) if t.seconds < 0 || t.nanos < 0 => {
+            Err(invalid_argument("the shutdown timeout cannot be negative"))
+        }
+        Some(t) => {
+            let d = Duration::new(t.seconds as u64, t.nanos as u32);
+            if d > MAX_DEADLINE {
+                return Err(invalid_argument(format!(
+                    "a shutdown takes at most 30 s; a timeout of {} is refused (only lower ones are allowed)",
+                    humantime::format_duration(d)
+                )));
+            }
+            Ok(d)
+        }
+    }
+}
 
 /// A supervisor error as a gRPC status with a message a person can act on.
 pub fn status(error: SupervisorError) -> Status {
@@ -49,7 +98,7 @@ pub fn exit_status(status: ExitStatus) -> pb::ExitStatus {
     let how = match status {
         ExitStatus::Exited(code) => pb::exit_status::How::Code(code),
         ExitStatus::Signaled(sig) => pb::exit_status::How::Signal(
-            zinit_process::Signal::try_from(sig)
+            Signal::try_from(sig)
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|_| format!("signal {sig}")),
         ),
@@ -173,6 +222,154 @@ pub fn event(event: zinit_supervisor::events::Event) -> pb::StreamEventsResponse
     pb::StreamEventsResponse {
         time: Some(timestamp(event.time)),
         unit: event.unit,
+        kind: Some(kind),
+    }
+}
+
+fn mode_name(mode: StopMode) -> &'static str {
+    match mode {
+        StopMode::Tree => "tree",
+        StopMode::Group => "group",
+        StopMode::Main => "main",
+    }
+}
+
+fn leftovers(list: Vec<Leftover>) -> Vec<pb::Leftover> {
+    list.into_iter()
+        .map(|l| pb::Leftover {
+            pid: l.pid as u32,
+            name: l.name,
+            reason: l.reason,
+        })
+        .collect()
+}
+
+fn plan(plan: Plan) -> pb::ShutdownPlan {
+    pb::ShutdownPlan {
+        units: plan
+            .units
+            .into_iter()
+            .map(|u| pb::PlannedUnit {
+                name: u.name,
+                waits_for: u.waits_for,
+                budget: Some(duration(u.budget)),
+                signal: u.signal.as_str().to_string(),
+                mode: mode_name(u.mode).to_string(),
+            })
+            .collect(),
+        deadline: Some(duration(plan.deadline)),
+        sweep: plan
+            .sweep
+            .into_iter()
+            .map(|t| pb::SweepTarget {
+                pid: t.id.pid as u32,
+                name: t.name,
+                reason: t.reason.to_string(),
+            })
+            .collect(),
+        dry_run: plan.dry_run,
+    }
+}
+
+/// A dry run's plan as the only event of its stream.
+pub fn plan_event(dry_run: Plan) -> pb::ShutdownEvent {
+    pb::ShutdownEvent {
+        at: Some(duration(Duration::ZERO)),
+        kind: Some(pb::shutdown_event::Kind::Plan(plan(dry_run))),
+    }
+}
+
+fn summary(summary: Summary) -> pb::ShutdownSummary {
+    pb::ShutdownSummary {
+        duration: Some(duration(summary.duration)),
+        units_graceful: summary.units_graceful,
+        units_killed: summary.units_killed,
+        processes_graceful: summary.processes_graceful,
+        processes_killed: summary.processes_killed,
+        processes_swept: summary.processes_swept,
+        clean: summary.clean(),
+        leftovers: leftovers(summary.leftovers),
+        deadline_hit: summary.deadline_hit,
+        unverified: summary.unverified.unwrap_or_default(),
+    }
+}
+
+/// A shutdown event in the protocol.
+pub fn shutdown_event(event: ShutdownEvent) -> pb::ShutdownEvent {
+    use pb::shutdown_event::Kind;
+    let kind = match event.kind {
+        ShutdownEventKind::Plan(p) => Kind::Plan(plan(p)),
+        ShutdownEventKind::UnitStopping {
+            unit,
+            signal,
+            mode,
+            budget,
+        } => Kind::UnitStopping(pb::UnitStopping {
+            name: unit,
+            signal: signal.as_str().to_string(),
+            mode: mode_name(mode).to_string(),
+            budget: Some(duration(budget)),
+        }),
+        ShutdownEventKind::SignalSent {
+            unit,
+            pid,
+            depth,
+            signal,
+            name,
+        } => Kind::SignalSent(pb::SignalSent {
+            unit: unit.unwrap_or_default(),
+            pid: pid as u32,
+            depth: depth as u32,
+            signal: signal.as_str().to_string(),
+            name,
+        }),
+        ShutdownEventKind::UnitStopped {
+            unit,
+            took,
+            outcome: how,
+            exit,
+            exited,
+            killed,
+        } => Kind::UnitStopped(pb::UnitStopped {
+            name: unit,
+            duration: Some(duration(took)),
+            outcome: how.map_or(pb::StopOutcome::Incomplete, outcome) as i32,
+            exit_status: exit.map(exit_status),
+            processes_exited: exited,
+            processes_killed: killed,
+        }),
+        ShutdownEventKind::StillWaiting(blockers) => Kind::StillWaiting(pb::StillWaiting {
+            blockers: blockers
+                .into_iter()
+                .map(|b| pb::Blocker {
+                    unit: b.unit,
+                    pid: b.pid as u32,
+                    name: b.name,
+                    waiting: Some(duration(b.waiting)),
+                    budget: Some(duration(b.budget)),
+                })
+                .collect(),
+        }),
+        ShutdownEventKind::ProcessSwept {
+            pid,
+            name,
+            reason,
+            signal,
+        } => Kind::ProcessSwept(pb::ProcessSwept {
+            pid: pid as u32,
+            name,
+            reason: reason.to_string(),
+            signal: signal.as_str().to_string(),
+        }),
+        ShutdownEventKind::Verification(v) => Kind::Verification(pb::Verification {
+            clean: v.leftovers.is_empty(),
+            leftovers: leftovers(v.leftovers),
+            unverified: v.unverified.unwrap_or_default(),
+        }),
+        ShutdownEventKind::Summary(s) => Kind::Summary(summary(s)),
+    };
+    pb::ShutdownEvent {
+        at: Some(duration(event.at)),
         kind: Some(kind),
     }
 }

@@ -3,6 +3,7 @@
 //! TCP port with a token; gRPC health and reflection on both.
 
 use crate::control::ControlService;
+use crate::convert;
 use anyhow::{Context, Result, bail};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -53,8 +54,7 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener> {
 /// Only root and the server's own user may use the unix socket.
 #[allow(clippy::result_large_err)]
 fn check_peer(request: Request<()>) -> Result<Request<()>, Status> {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     let uid = request
         .extensions()
         .get::<UdsConnectInfo>()
@@ -62,10 +62,10 @@ fn check_peer(request: Request<()>) -> Result<Request<()>, Status> {
         .map(|cred| cred.uid());
     match uid {
         Some(uid) if uid == 0 || uid == me => Ok(request),
-        Some(uid) => Err(Status::permission_denied(format!(
+        Some(uid) => Err(convert::permission_denied(format!(
             "uid {uid} may not use this zinit server (only root and uid {me})"
         ))),
-        None => Err(Status::permission_denied(
+        None => Err(convert::permission_denied(
             "cannot check the caller's credentials",
         )),
     }
@@ -130,7 +130,7 @@ pub async fn serve(
                 .and_then(|v| v.to_str().ok())
             {
                 Some(value) if value == expected => Ok(request),
-                _ => Err(Status::unauthenticated(
+                _ => Err(convert::unauthenticated(
                     "this TCP listener needs `authorization: Bearer TOKEN`",
                 )),
             }

@@ -6,12 +6,13 @@ mod control;
 mod convert;
 mod listen;
 mod shutdown;
+mod signals;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::SystemTime;
-use zinit_supervisor::{Options, Supervisor};
+use zinit_supervisor::{Host, Options, Supervisor};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "zinit's supervisor daemon")]
@@ -100,11 +101,9 @@ fn run(args: Args) -> Result<i32> {
             args.config.display()
         );
     }
-    let limit = zinit_process::limits::raise_nofile_limit()?;
-    tracing::debug!("open file limit {limit}");
-    // Signals are taken by one dedicated thread (see shutdown::signal_thread);
-    // block them before any other thread exists so none of them takes one.
-    let signals = shutdown::block_signals()?;
+    // Signals are taken by one dedicated thread (see `signals`); block them
+    // before any other thread exists so none of them takes one.
+    let signals = signals::block()?;
 
     let socket = zinit_client::socket_path(args.socket.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,7 +113,7 @@ fn run(args: Args) -> Result<i32> {
     runtime.block_on(serve(args, socket, signals))
 }
 
-async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Result<i32> {
+async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result<i32> {
     let listener = listen::bind_unix(&socket).await?;
     // Every listener is bound and every file read before anything starts:
     // a bad flag must not leave services running.
@@ -136,9 +135,9 @@ async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Resul
         )),
         _ => None,
     };
-    let _reaper = zinit_process::reaper::Reaper::start().context("becoming a child subreaper")?;
+    let host = Host::prepare().context("preparing to supervise")?;
     let mut options = Options::new(&args.config);
-    options.cgroups = zinit_process::CgroupRoot::detect();
+    options.cgroups = host.cgroups();
     let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
@@ -146,8 +145,8 @@ async fn serve(args: Args, socket: PathBuf, signals: shutdown::Signals) -> Resul
     }
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let controller =
-        shutdown::ShutdownHandle::new(sup.clone(), socket.clone(), args.pid_file.clone());
-    shutdown::signal_thread(signals, controller.clone(), sup.clone());
+        shutdown::ShutdownController::new(sup.clone(), socket.clone(), args.pid_file.clone());
+    signals::spawn_thread(signals, controller.clone(), sup.clone());
     let service = control::ControlService {
         sup: sup.clone(),
         info: control::ServerInfo {

@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use zinit_process::spawn::{DEFAULT_PATH, ExitStatus, Output};
 use zinit_process::stop::{StopMode, StopSpec, stop};
 use zinit_process::{Command, Members};
@@ -104,11 +105,13 @@ pub enum CommandResult {
 }
 
 /// Runs `argv` as a command of `config` (outside the unit's cgroup, output
-/// discarded) and waits at most `bound`; on timeout its whole group is killed.
+/// discarded) and waits at most `bound`, or until `cancel` is cancelled; then
+/// its whole group is killed.
 pub async fn run_bounded(
     config: &ServiceConfig,
     argv: &[String],
     bound: Duration,
+    cancel: Option<&CancellationToken>,
 ) -> CommandResult {
     let spawned = command_for(config, argv)
         .stdout(Output::Null)
@@ -118,10 +121,20 @@ pub async fn run_bounded(
         Ok(child) => child,
         Err(e) => return CommandResult::Failed(format!("{}: {e}", argv[0])),
     };
-    match tokio::time::timeout(bound, child.wait()).await {
-        Ok(Ok(status)) => CommandResult::Exited(status),
-        Ok(Err(e)) => CommandResult::Failed(e.to_string()),
-        Err(_) => {
+    let cancelled = async {
+        match cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(bound, child.wait()) => finished.ok(),
+        () = cancelled => None,
+    };
+    match finished {
+        Some(Ok(status)) => CommandResult::Exited(status),
+        Some(Err(e)) => CommandResult::Failed(e.to_string()),
+        None => {
             let members = Members::of_child(&child);
             let spec = StopSpec {
                 timeout: Duration::ZERO,

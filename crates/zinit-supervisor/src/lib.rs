@@ -6,19 +6,25 @@
 //! through `zinit-process` and knows nothing of gRPC.
 
 mod actor;
+mod api;
 pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod events;
 pub mod graph;
 pub mod logs;
+pub mod shutdown;
 pub mod state;
 pub mod stats;
 pub mod stopping;
 mod supervisor;
+mod tasks;
 pub mod unit;
 
-pub use supervisor::{
-    JobSpec, Options, ReloadSummary, ShutdownUnit, StopResult, Supervisor, SupervisorError,
-};
+pub use api::{Host, JobSpec, Options, ReloadSummary, StopResult, SupervisorError};
+pub use supervisor::Supervisor;
 pub use unit::{UnitKind, UnitStatus};
+/// Process types the layers above see through the supervisor.
+pub use zinit_process::{
+    Signal, StopOutcome, signal::parse_signal, spawn::ExitStatus, stop::StopMode,
+};

@@ -8,6 +8,7 @@ use crate::config::ServiceConfig;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use zinit_process::Members;
 use zinit_process::stop::{StopEvent, StopOutcome, StopReport, StopSpec, stop};
 
@@ -27,30 +28,21 @@ pub struct UnitStopReport {
 }
 
 /// Stops a unit's processes within `budget` (the caller has already capped
-/// it by the unit's own timeout). `kill_wait` bounds the wait after SIGKILL.
+/// it by the unit's own timeout): its `stop` command within half of it,
+/// then its signal in its mode. `kill_wait` bounds the wait after SIGKILL.
+/// Cancelling `hurry` skips the rest of the graceful budget (a forced
+/// shutdown), the `stop` command's included.
 pub async fn stop_unit(
     config: &ServiceConfig,
     members: &Members,
     budget: Duration,
     kill_wait: Duration,
     progress: Option<&UnboundedSender<StopEvent>>,
-) -> std::io::Result<UnitStopReport> {
-    stop_unit_with(config, members, budget, kill_wait, progress, None).await
-}
-
-/// As [`stop_unit`]; when `hurry` becomes true the rest of the graceful
-/// budget is skipped (a forced shutdown).
-pub async fn stop_unit_with(
-    config: &ServiceConfig,
-    members: &Members,
-    budget: Duration,
-    kill_wait: Duration,
-    progress: Option<&UnboundedSender<StopEvent>>,
-    hurry: Option<tokio::sync::watch::Receiver<bool>>,
+    hurry: Option<CancellationToken>,
 ) -> std::io::Result<UnitStopReport> {
     let start = Instant::now();
     let stop_command = match &config.stop_command {
-        Some(argv) => Some(run_bounded(config, argv, budget / 2).await),
+        Some(argv) => Some(run_bounded(config, argv, budget / 2, hurry.as_ref()).await),
         None => None,
     };
     let spec = StopSpec {

@@ -2,127 +2,23 @@
 //! to the one task that owns all unit state (see `actor`), so transitions
 //! never race.
 
-use crate::actor::{Actor, Msg, Request};
+use crate::actor::Actor;
+use crate::actor::messages::{Msg, Request};
+use crate::api::{JobSpec, Options, ReloadSummary, StopResult, SupervisorError};
 use crate::config::{ConfigErrors, ServiceConfig, load_dir};
 use crate::events::{Event, EventBus};
 use crate::logs::{Follower, LogHub, LogLine};
 use crate::stats::{StatsSampler, UnitStats};
-use crate::stopping::UnitStopReport;
 use crate::unit::UnitStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use zinit_process::{CgroupRoot, Members, Signal};
 
-/// Why a request failed. The control plane maps each to a gRPC code.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SupervisorError {
-    /// No unit (or job) with that name.
-    #[error("no service or job named {0:?}")]
-    NotFound(String),
-    /// A unit with that name exists already.
-    #[error("a service named {0:?} exists already")]
-    AlreadyExists(String),
-    /// Configuration problems (reload is all-or-nothing; add checks one file).
-    #[error("invalid configuration:\n{0}")]
-    InvalidConfig(ConfigErrors),
-    /// The request does not fit the unit's state.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// A shutdown is running: no new starts, restarts or jobs.
-    #[error("zinit is shutting down: no new starts, restarts or jobs")]
-    ShuttingDown,
-    /// Bad arguments.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The operating system refused something.
-    #[error("{0}")]
-    Io(String),
-    /// The supervisor task is gone.
-    #[error("the supervisor has stopped")]
-    Gone,
-}
-
-/// How to start a supervisor.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The config directory.
-    pub config_dir: PathBuf,
-    /// Where each unit gets its own cgroup (`None`: process groups only).
-    pub cgroups: Option<CgroupRoot>,
-    /// Lines kept per unit.
-    pub log_lines: usize,
-    /// Bytes of text kept per unit.
-    pub log_bytes: usize,
-}
-
-impl Options {
-    /// Defaults for `config_dir`: no cgroups (set `cgroups` to
-    /// [`CgroupRoot::detect`] for them), 10,000 lines or 1 MiB of output per unit.
-    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            config_dir: config_dir.into(),
-            cgroups: None,
-            log_lines: 10_000,
-            log_bytes: 1024 * 1024,
-        }
-    }
-}
-
-/// What a reload changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReloadSummary {
-    /// New services, started.
-    pub added: Vec<String>,
-    /// Services whose files were deleted, stopped and forgotten.
-    pub removed: Vec<String>,
-    /// Services whose files changed, restarted with the new file.
-    pub changed: Vec<String>,
-    /// Services left alone.
-    pub unchanged: Vec<String>,
-}
-
-/// What a stop did, and who still depends on the stopped unit.
-#[derive(Debug, Clone)]
-pub struct StopResult {
-    /// The unit's status after the stop.
-    pub status: UnitStatus,
-    /// The stop's report (`None` when nothing was running).
-    pub report: Option<UnitStopReport>,
-    /// Running units that depend on it (they keep running).
-    pub running_dependents: Vec<String>,
-}
-
-/// A unit handed to the shutdown: its processes are alive.
-#[derive(Debug, Clone)]
-pub struct ShutdownUnit {
-    /// The unit.
-    pub name: String,
-    /// Its configuration (stop signal, mode, timeout, command, ports, filters).
-    pub config: Arc<ServiceConfig>,
-    /// Units it starts after (they stop after it).
-    pub after: Vec<String>,
-    /// Its main process (it may have exited).
-    pub pid: i32,
-    /// Its processes.
-    pub members: Members,
-    /// Whether it is a job.
-    pub job: bool,
-}
-
-/// What a job runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobSpec {
-    /// The oneshot (or any) service file `NAME` from the config directory.
-    Named(String),
-    /// An ad-hoc command.
-    Command(Vec<String>),
-}
-
 /// The supervisor.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    tx: mpsc::UnboundedSender<Msg>,
+    pub(crate) tx: mpsc::UnboundedSender<Msg>,
     hub: Arc<LogHub>,
     events: EventBus,
     stats: Arc<StatsSampler>,
@@ -166,7 +62,7 @@ impl Supervisor {
         })
     }
 
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, SupervisorError> {
@@ -326,22 +222,6 @@ impl Supervisor {
             self.status(name).await?;
         }
         Ok(self.hub.follow(name, last))
-    }
-
-    /// Freezes intake (no new starts, restarts, jobs, adds or reloads; a
-    /// unit in back-off simply stops) and returns every unit whose
-    /// processes are alive, now marked as stopping. The caller stops them
-    /// and reports each with [`Supervisor::unit_shut_down`].
-    pub async fn begin_shutdown(&self) -> Result<Vec<ShutdownUnit>, SupervisorError> {
-        self.ask(Request::BeginShutdown).await
-    }
-
-    /// Marks a unit handed to the shutdown as stopped.
-    pub fn unit_shut_down(&self, name: &str, reason: &str) {
-        let _ = self.tx.send(Msg::Req(Request::UnitShutDown(
-            name.to_string(),
-            reason.to_string(),
-        )));
     }
 
     /// The processes of every unit that has live ones.

@@ -6,6 +6,7 @@ use crate::config::ServiceConfig;
 use crate::state::State;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 use zinit_process::spawn::ExitStatus;
 use zinit_process::{Cgroup, Members};
 
@@ -69,6 +70,25 @@ pub(crate) struct Instance {
     pub alive: bool,
 }
 
+/// The generation of a unit's pending back-off timers: a timer that fires
+/// acts only if the generation it was started in is still current, so
+/// [`TimerGeneration::forget_pending`] cancels every pending timer at once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimerGeneration(u64);
+
+impl TimerGeneration {
+    /// Pending timers of this unit will do nothing when they fire.
+    pub fn forget_pending(&mut self) {
+        self.0 += 1;
+    }
+
+    /// The generation for a new timer (which forgets the older ones).
+    pub fn next(&mut self) -> Self {
+        self.0 += 1;
+        *self
+    }
+}
+
 /// What to do once the unit's running stop has finished.
 #[derive(Debug, Clone)]
 pub(crate) enum Then {
@@ -95,12 +115,13 @@ pub(crate) struct Unit {
     /// Whether the unit should be running (set by start, cleared by stop).
     pub wanted: bool,
     pub instance: Option<Instance>,
-    /// Increases with each stop, so a finished stop that is not the
-    /// current one is ignored.
-    pub op: u64,
-    /// Increases with each back-off timer and whenever pending timers must
-    /// be forgotten (a request changed the unit); a running stop keeps its `op`.
-    pub timer: u64,
+    /// The number of the running (or last) stop: increases with each stop,
+    /// so a finished stop that is not the current one is ignored.
+    pub stop_op: u64,
+    /// Cancelled to skip the rest of the running stop's graceful budget.
+    pub stop_hurry: CancellationToken,
+    /// Pending back-off timers (a running stop keeps its `stop_op`).
+    pub timers: TimerGeneration,
     pub then: Then,
     pub backoff: Backoff,
     pub last_exit: Option<ExitStatus>,
@@ -117,8 +138,9 @@ impl Unit {
             reason: "not started".to_string(),
             wanted: false,
             instance: None,
-            op: 0,
-            timer: 0,
+            stop_op: 0,
+            stop_hurry: CancellationToken::new(),
+            timers: TimerGeneration::default(),
             then: Then::Rest,
             backoff: Backoff::default(),
             last_exit: None,

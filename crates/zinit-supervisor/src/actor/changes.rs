@@ -1,0 +1,183 @@
+//! Changes to the configuration while running: `add` (validate a file,
+//! write it into the config directory, start it), `remove` (stop, forget,
+//! delete the file) and `reload` (all or nothing).
+
+use super::Actor;
+use super::messages::Reply;
+use crate::api::{ReloadSummary, SupervisorError};
+use crate::config::{ConfigError, ConfigErrors, load_dir};
+use crate::state::State;
+use crate::unit::{Then, Unit, UnitKind};
+use std::path::Path;
+use std::sync::Arc;
+
+impl Actor {
+    pub(super) fn add(
+        &mut self,
+        source: &Path,
+        file_name: &str,
+        text: &str,
+    ) -> Result<String, SupervisorError> {
+        if self.intake_frozen {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let invalid = |errors| SupervisorError::InvalidConfig(ConfigErrors(errors));
+        let stem = Path::new(file_name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let is_yaml = Path::new(file_name)
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if !is_yaml || file_name.contains('/') {
+            return Err(invalid(vec![ConfigError::file(
+                source,
+                "a service file's name ends in .yaml or .yml",
+            )]));
+        }
+        let config = crate::config::parse_service(source, &stem, text).map_err(invalid)?;
+        let name = config.name.clone();
+        if self.units.contains_key(&name) {
+            return Err(SupervisorError::AlreadyExists(name));
+        }
+        let missing: Vec<ConfigError> = config
+            .after
+            .iter()
+            .filter(|dep| !self.units.contains_key(*dep))
+            .map(|dep| {
+                ConfigError::field(
+                    source,
+                    "after",
+                    Some(format!("{dep:?}")),
+                    "depends on a service that does not exist",
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(invalid(missing));
+        }
+        let target = self.config_dir.join(file_name);
+        std::fs::write(&target, text)
+            .map_err(|e| SupervisorError::Io(format!("cannot write {}: {e}", target.display())))?;
+        let mut config = config;
+        config.file = target;
+        self.invalid.remove(&name);
+        let mut unit = Unit::new(Arc::new(config), UnitKind::Service);
+        unit.wanted = true;
+        self.units.insert(name.clone(), unit);
+        Ok(name)
+    }
+
+    pub(super) fn remove(&mut self, name: &str, reply: Reply<()>) {
+        if let Some(errors) = self.invalid.remove(name) {
+            let file = errors.first().map(|e| e.file.clone());
+            if let Some(file) = file {
+                let _ = std::fs::remove_file(file);
+            }
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let Some(unit) = self.units.get_mut(name) else {
+            let _ = reply.send(Err(SupervisorError::NotFound(name.to_string())));
+            return;
+        };
+        if matches!(unit.kind, UnitKind::Job { .. }) {
+            let _ = reply.send(Err(SupervisorError::InvalidArgument(format!(
+                "{name} is a job; use job cancel"
+            ))));
+            return;
+        }
+        unit.wanted = false;
+        unit.timers.forget_pending();
+        if unit.alive() || unit.state == State::Stopping {
+            self.begin_stop(name, Then::Remove { delete_file: true }, "remove requested");
+            self.waiters
+                .remove
+                .entry(name.to_string())
+                .or_default()
+                .push(reply);
+            return;
+        }
+        self.forget(name, true);
+        let _ = reply.send(Ok(()));
+    }
+
+    pub(super) fn forget(&mut self, name: &str, delete_file: bool) {
+        if let Some(unit) = self.units.remove(name) {
+            if delete_file {
+                let _ = std::fs::remove_file(&unit.config.file);
+            }
+            self.hub.remove(name);
+            for reply in self.waiters.start.remove(name).unwrap_or_default() {
+                let _ = reply.send(Err(SupervisorError::NotFound(name.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn reload(&mut self) -> Result<ReloadSummary, SupervisorError> {
+        if self.intake_frozen {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let set = load_dir(&self.config_dir)
+            .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
+        let errors = set.errors();
+        if !errors.is_empty() {
+            return Err(SupervisorError::InvalidConfig(ConfigErrors(errors)));
+        }
+        let mut summary = ReloadSummary::default();
+        let services: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.kind == UnitKind::Service)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in services {
+            if set.services.contains_key(&name) {
+                continue;
+            }
+            summary.removed.push(name.clone());
+            let unit = self.units.get_mut(&name).expect("listed");
+            unit.wanted = false;
+            unit.timers.forget_pending();
+            if unit.alive() || unit.state == State::Stopping {
+                self.begin_stop(
+                    &name,
+                    Then::Remove { delete_file: false },
+                    "its file was removed",
+                );
+            } else {
+                self.forget(&name, false);
+            }
+        }
+        for (name, config) in set.services {
+            let config = Arc::new(config);
+            match self.units.get_mut(&name) {
+                None => {
+                    summary.added.push(name.clone());
+                    let mut unit = Unit::new(config, UnitKind::Service);
+                    unit.wanted = true;
+                    self.units.insert(name, unit);
+                }
+                Some(unit) if unit.config.source == config.source => summary.unchanged.push(name),
+                Some(unit) => {
+                    summary.changed.push(name.clone());
+                    if unit.alive() || unit.state == State::Stopping {
+                        unit.wanted = true;
+                        self.begin_stop(&name, Then::Replace(config), "its file changed");
+                    } else {
+                        unit.config = config;
+                        unit.backoff.reset();
+                        unit.wanted = true;
+                        if unit.state != State::Stopped {
+                            unit.timers.forget_pending();
+                            self.set_state(&name, State::Stopped, "its file changed");
+                        }
+                    }
+                }
+            }
+        }
+        self.invalid.clear();
+        Ok(summary)
+    }
+}

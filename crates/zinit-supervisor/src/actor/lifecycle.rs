@@ -1,0 +1,496 @@
+//! A unit's life: starting what may start (dependencies first), spawning,
+//! readiness, the main process's exit, the unit emptying, stops and their
+//! results, restarts with back-off.
+
+use super::Actor;
+use super::messages::Msg;
+use crate::backoff::Next;
+use crate::command::command_for;
+use crate::config::{LogMode, RestartMode};
+use crate::events::EventKind;
+use crate::logs::{RotatingFile, Sinks, Stream, capture};
+use crate::shutdown::UnitShutDown;
+use crate::state::State;
+use crate::stopping::{UnitStopReport, stop_unit};
+use crate::tasks::{monitor, readiness};
+use crate::unit::{Instance, Then, TimerGeneration, Unit};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use zinit_process::spawn::{ExitStatus, Output};
+use zinit_process::stop::StopEvent;
+use zinit_process::{Members, StopOutcome};
+
+/// How long to wait after SIGKILL in a single-unit stop.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// How one stop runs: its budget, its wait after SIGKILL, where its
+/// progress goes, and the token that skips the rest of its grace.
+pub(crate) struct StopParams {
+    pub budget: Duration,
+    pub kill_wait: Duration,
+    pub progress: Option<UnboundedSender<StopEvent>>,
+    pub hurry: CancellationToken,
+}
+
+impl StopParams {
+    /// A stop on request: the unit's own timeout.
+    fn ordinary(unit: &Unit) -> Self {
+        Self {
+            budget: unit.config.stop_timeout,
+            kill_wait: KILL_WAIT,
+            progress: None,
+            hurry: CancellationToken::new(),
+        }
+    }
+}
+
+impl Actor {
+    /// Starts every wanted unit whose dependencies are satisfied; marks the
+    /// others blocked with what they wait for. Repeats until nothing more
+    /// starts, so a unit that became ready in this pass wakes its dependents
+    /// whatever the order of their names.
+    pub(super) fn reconcile(&mut self) {
+        if self.intake_frozen {
+            return;
+        }
+        while self.reconcile_pass() {}
+    }
+
+    /// One pass of [`Actor::reconcile`]; whether it started anything.
+    fn reconcile_pass(&mut self) -> bool {
+        let mut started = false;
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            let unit = &self.units[&name];
+            if !unit.wanted
+                || !matches!(unit.state, State::Stopped | State::Blocked)
+                || unit.alive()
+            {
+                continue;
+            }
+            let waiting: Vec<String> = unit
+                .config
+                .after
+                .iter()
+                .filter(|dep| !self.units.get(*dep).is_some_and(Unit::satisfies_dependents))
+                .cloned()
+                .collect();
+            if waiting.is_empty() {
+                self.spawn(&name);
+                started = true;
+                continue;
+            }
+            let reason = format!(
+                "waiting for {}",
+                waiting
+                    .iter()
+                    .map(|dep| match self.units.get(dep) {
+                        Some(u) => format!("{dep} ({})", u.state),
+                        None => format!("{dep} (not loaded)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            self.set_state(&name, State::Blocked, reason);
+            if let Some(unit) = self.units.get_mut(&name) {
+                unit.waiting_for = waiting;
+            }
+        }
+        started
+    }
+
+    /// Spawns the unit's command in its cgroup, with its output captured,
+    /// and the tasks that watch it.
+    fn spawn(&mut self, name: &str) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        let config = unit.config.clone();
+        let cgroup = match &self.cgroups {
+            Some(root) => match root.create(name) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    tracing::warn!("{name}: no cgroup ({e}); using its process group");
+                    None
+                }
+            },
+            None => None,
+        };
+        let output = if config.log.mode == LogMode::Null && config.log.file.is_none() {
+            Output::Null
+        } else {
+            Output::Piped
+        };
+        let mut command = command_for(&config, &config.exec)
+            .stdout(output)
+            .stderr(output);
+        if let Some(cgroup) = &cgroup {
+            command = command.cgroup(cgroup.clone());
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("cannot start {}: {e}", config.exec[0]);
+                self.set_state(name, State::Starting, "spawning");
+                self.after_failure(name, reason);
+                return;
+            }
+        };
+        self.next_instance += 1;
+        let instance_id = self.next_instance;
+        let members = Members::of_child(&child);
+        let pid = child.pid();
+
+        let sinks = Sinks {
+            echo: config.log.mode == LogMode::Stdout,
+            file: config.log.file.as_ref().and_then(|f| {
+                match RotatingFile::open(f.path.clone(), f.max_size, f.keep) {
+                    Ok(file) => Some(Arc::new(Mutex::new(file))),
+                    Err(e) => {
+                        self.events.send(
+                            name,
+                            EventKind::Warning {
+                                message: format!("cannot write log file {}: {e}", f.path.display()),
+                            },
+                        );
+                        None
+                    }
+                }
+            }),
+        };
+        for (fd, stream) in [
+            (child.take_stdout(), Stream::Stdout),
+            (child.take_stderr(), Stream::Stderr),
+        ] {
+            if let Some(fd) = fd {
+                tokio::spawn(capture(
+                    self.hub.clone(),
+                    name.to_string(),
+                    stream,
+                    fd,
+                    sinks.clone(),
+                ));
+            }
+        }
+        tokio::spawn(monitor(
+            child,
+            members.clone(),
+            self.tx.clone(),
+            name.to_string(),
+            instance_id,
+        ));
+
+        let unit = self.units.get_mut(name).expect("checked above");
+        unit.instance = Some(Instance {
+            id: instance_id,
+            pid,
+            members,
+            cgroup,
+            started: Instant::now(),
+            alive: true,
+        });
+        unit.last_exit = None;
+        match config.test.clone() {
+            Some(test) => {
+                self.set_state(
+                    name,
+                    State::Starting,
+                    format!("started (pid {pid}); waiting for its test to pass"),
+                );
+                tokio::spawn(readiness(
+                    config,
+                    test,
+                    self.tx.clone(),
+                    name.to_string(),
+                    instance_id,
+                ));
+            }
+            None => {
+                self.set_state(name, State::Starting, format!("started (pid {pid})"));
+                self.set_state(name, State::Running, format!("running (pid {pid})"));
+            }
+        }
+    }
+
+    /// Starts stopping the unit with its own timeout, then does `then`.
+    pub(super) fn begin_stop(&mut self, name: &str, then: Then, reason: &str) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        let params = StopParams::ordinary(unit);
+        self.begin_stop_with(name, then, reason, params);
+    }
+
+    /// Starts stopping the unit (unless a stop runs already: then only
+    /// `then` changes); the result comes back as `Msg::StopDone`.
+    pub(super) fn begin_stop_with(
+        &mut self,
+        name: &str,
+        then: Then,
+        reason: &str,
+        params: StopParams,
+    ) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        unit.then = then;
+        if unit.state == State::Stopping {
+            return;
+        }
+        let Some(instance) = unit.instance.clone() else {
+            return;
+        };
+        unit.stop_op += 1;
+        let stop_op = unit.stop_op;
+        unit.stop_hurry = params.hurry.clone();
+        let config = unit.config.clone();
+        self.set_state(name, State::Stopping, reason.to_string());
+        let tx = self.tx.clone();
+        let unit_name = name.to_string();
+        tokio::spawn(async move {
+            let report = stop_unit(
+                &config,
+                &instance.members,
+                params.budget,
+                params.kill_wait,
+                params.progress.as_ref(),
+                Some(params.hurry),
+            )
+            .await
+            .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::StopDone {
+                unit: unit_name,
+                stop_op,
+                report,
+            });
+        });
+    }
+
+    /// A start failed (spawn error, readiness timeout): restart by policy or fail.
+    fn after_failure(&mut self, name: &str, reason: String) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        let restart = unit.wanted && unit.config.restart.mode != RestartMode::Never;
+        if !restart {
+            self.set_state(name, State::Failed, reason);
+            return;
+        }
+        self.back_off(name, reason);
+    }
+
+    /// Counts a restart for the unit's back-off (from when its instance
+    /// started) and schedules it, or fails the unit at its limit.
+    fn back_off(&mut self, name: &str, reason: String) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        let started = unit
+            .instance
+            .as_ref()
+            .map_or_else(Instant::now, |i| i.started);
+        let next = unit
+            .backoff
+            .after_exit(&unit.config.restart, started, Instant::now());
+        match next {
+            Next::GiveUp { restarts } => {
+                self.set_state(
+                    name,
+                    State::Failed,
+                    format!("{reason}; gave up after {restarts} restarts"),
+                );
+            }
+            Next::RestartAfter { delay, attempt } => {
+                let timers = unit.timers.next();
+                self.set_state(
+                    name,
+                    State::BackOff,
+                    format!(
+                        "{reason}; restart #{attempt} in {}",
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    ),
+                );
+                self.events
+                    .send(name, EventKind::Restarting { attempt, delay });
+                let tx = self.tx.clone();
+                let unit = name.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Msg::BackoffDone { unit, timers });
+                });
+            }
+        }
+    }
+
+    pub(super) fn main_exited(&mut self, name: &str, instance: u64, status: ExitStatus) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        if unit.instance.as_ref().is_none_or(|i| i.id != instance) {
+            return;
+        }
+        unit.last_exit = Some(status);
+        if !matches!(unit.state, State::Starting | State::Running) {
+            return;
+        }
+        let restart = unit.wanted
+            && match unit.config.restart.mode {
+                RestartMode::Always => true,
+                RestartMode::OnFailure => !status.success(),
+                RestartMode::Never => false,
+            };
+        if !restart {
+            let state = if status.success() {
+                State::Exited
+            } else {
+                State::Failed
+            };
+            self.set_state(name, state, format!("main process ended: {status}"));
+            return;
+        }
+        self.back_off(name, format!("main process ended: {status}"));
+    }
+
+    pub(super) fn empty(&mut self, name: &str, instance: u64) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        let stopping = unit.state == State::Stopping;
+        if let Some(current) = unit.instance.as_mut().filter(|i| i.id == instance) {
+            current.alive = false;
+            // A running stop still reads the cgroup; it removes it when done.
+            if let Some(cgroup) = current.cgroup.as_ref().filter(|_| !stopping) {
+                let _ = cgroup.remove();
+            }
+        }
+    }
+
+    pub(super) fn ready(&mut self, name: &str, instance: u64, result: Result<(), String>) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        if unit.state != State::Starting || unit.instance.as_ref().is_none_or(|i| i.id != instance)
+        {
+            return;
+        }
+        let pid = unit.instance.as_ref().map(|i| i.pid).unwrap_or(0);
+        match result {
+            Ok(()) => self.set_state(
+                name,
+                State::Running,
+                format!("running (pid {pid}); its test passed"),
+            ),
+            Err(reason) => self.begin_stop(name, Then::Failure(reason.clone()), &reason),
+        }
+    }
+
+    pub(super) fn stop_done(
+        &mut self,
+        name: &str,
+        stop_op: u64,
+        report: Result<UnitStopReport, String>,
+    ) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        if unit.stop_op != stop_op || unit.state != State::Stopping {
+            return;
+        }
+        let leftovers = report
+            .as_ref()
+            .map(|r| r.processes.leftovers.len())
+            .unwrap_or(0);
+        if let Some(instance) = unit.instance.as_mut() {
+            instance.alive = leftovers > 0;
+            if leftovers == 0
+                && let Some(cgroup) = &instance.cgroup
+            {
+                let _ = cgroup.remove();
+            }
+        }
+        let last_exit = unit.last_exit;
+        let then = std::mem::replace(&mut unit.then, Then::Rest);
+        let summary = match &report {
+            Ok(_) if leftovers > 0 => {
+                format!("stopped, but {leftovers} process(es) could not be killed")
+            }
+            Ok(r) => format!(
+                "stopped ({}, {:.2}s)",
+                match r.outcome {
+                    StopOutcome::Graceful => "gracefully",
+                    _ => "killed at its timeout",
+                },
+                r.elapsed.as_secs_f64()
+            ),
+            Err(e) => format!("stopped with an error: {e}"),
+        };
+        for reply in self.waiters.shutdown.remove(name).unwrap_or_default() {
+            let _ = reply.send(UnitShutDown {
+                report: report.as_ref().ok().cloned(),
+                error: report.as_ref().err().cloned(),
+                last_exit,
+            });
+        }
+        if let Ok(report) = report {
+            self.last_stop.insert(name.to_string(), report);
+        }
+        match then {
+            Then::Rest => self.set_state(name, State::Stopped, summary),
+            Then::Start => {
+                self.set_state(name, State::Stopped, summary);
+                if let Some(unit) = self.units.get_mut(name) {
+                    unit.wanted = true;
+                }
+            }
+            Then::Failure(reason) => {
+                self.set_state(name, State::Failed, reason.clone());
+                if self
+                    .units
+                    .get(name)
+                    .is_some_and(|u| u.wanted && u.config.restart.mode != RestartMode::Never)
+                {
+                    self.back_off(name, reason);
+                }
+            }
+            Then::Remove { delete_file } => {
+                self.set_state(name, State::Stopped, summary);
+                self.forget(name, delete_file);
+            }
+            Then::Replace(config) => {
+                self.set_state(name, State::Stopped, summary);
+                if let Some(unit) = self.units.get_mut(name) {
+                    unit.config = config;
+                    unit.backoff.reset();
+                }
+            }
+        }
+        self.answer_stop_waiters(name);
+    }
+
+    pub(super) fn backoff_done(&mut self, name: &str, timers: TimerGeneration) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        if unit.timers != timers || unit.state != State::BackOff || !unit.wanted {
+            return;
+        }
+        self.start_afresh(name, "restarting");
+    }
+
+    /// Makes an ended unit startable: what its previous run left is stopped
+    /// first (then it starts), else it is simply marked stopped (and
+    /// `reconcile` starts it).
+    pub(super) fn start_afresh(&mut self, name: &str, why: &str) {
+        if self.units.get(name).is_some_and(Unit::alive) {
+            self.begin_stop(
+                name,
+                Then::Start,
+                "stopping what the previous run left before starting",
+            );
+        } else {
+            self.set_state(name, State::Stopped, why);
+        }
+    }
+}

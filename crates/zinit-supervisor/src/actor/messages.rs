@@ -1,0 +1,88 @@
+//! What the actor receives: requests from the `Supervisor` handle (each
+//! with the channel its answer goes back on) and reports from the tasks the
+//! actor started (process exits, readiness results, finished stops, back-off
+//! timers), each carrying the instance, stop or timer generation it was
+//! started for, so a stale report is recognised and ignored.
+
+use crate::api::{JobSpec, ReloadSummary, StopResult, SupervisorError};
+use crate::config::ServiceConfig;
+use crate::shutdown::{ShutdownUnit, UnitShutDown};
+use crate::stopping::UnitStopReport;
+use crate::unit::{TimerGeneration, UnitStatus};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use zinit_process::spawn::ExitStatus;
+use zinit_process::stop::StopEvent;
+use zinit_process::{Members, Signal};
+
+/// Where the answer to a request goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
+
+/// Requests from the handle.
+pub(crate) enum Request {
+    List(oneshot::Sender<Vec<UnitStatus>>),
+    Status(String, Reply<UnitStatus>),
+    Start(String, bool, Reply<UnitStatus>),
+    Stop(String, Reply<StopResult>),
+    Restart(String, Reply<UnitStatus>),
+    Add {
+        source: PathBuf,
+        file_name: String,
+        text: String,
+        reply: Reply<String>,
+    },
+    Remove(String, Reply<()>),
+    Reload(Reply<ReloadSummary>),
+    Signal(String, Signal, bool, Reply<Vec<i32>>),
+    RunJob(JobSpec, Reply<String>),
+    Members(Option<String>, Reply<Vec<(String, Members)>>),
+    Configs(oneshot::Sender<Vec<Arc<ServiceConfig>>>),
+    /// Freeze intake; answer with every unit whose processes are alive.
+    BeginShutdown(oneshot::Sender<Vec<ShutdownUnit>>),
+    /// Stop one unit for the shutdown.
+    ShutdownStop(ShutdownStop),
+}
+
+/// The shutdown's stop of one unit: the same stop as any other, with the
+/// budget the deadline leaves, the shutdown's progress channel and its
+/// `force` token.
+pub(crate) struct ShutdownStop {
+    pub name: String,
+    pub budget: Duration,
+    pub kill_wait: Duration,
+    pub progress: UnboundedSender<StopEvent>,
+    pub hurry: CancellationToken,
+    pub reply: oneshot::Sender<UnitShutDown>,
+}
+
+/// Everything the actor handles.
+pub(crate) enum Msg {
+    Req(Request),
+    MainExited {
+        unit: String,
+        instance: u64,
+        status: ExitStatus,
+    },
+    Empty {
+        unit: String,
+        instance: u64,
+    },
+    Ready {
+        unit: String,
+        instance: u64,
+        result: Result<(), String>,
+    },
+    StopDone {
+        unit: String,
+        stop_op: u64,
+        report: Result<UnitStopReport, String>,
+    },
+    BackoffDone {
+        unit: String,
+        timers: TimerGeneration,
+    },
+}

@@ -1,0 +1,264 @@
+//! Requests about one unit (start, stop, restart, signal) and the queries
+//! (list, status, members, configs), and the answers to waiting requests.
+
+use super::Actor;
+use super::messages::{Reply, Request};
+use crate::api::{StopResult, SupervisorError};
+use crate::state::State;
+use crate::stopping::UnitStopReport;
+use crate::unit::{Then, UnitStatus};
+use zinit_process::{Members, ProcessHandle, ProcessId, Signal};
+
+impl Actor {
+    pub(super) fn request(&mut self, request: Request) {
+        match request {
+            Request::List(reply) => {
+                let _ = reply.send(self.list());
+            }
+            Request::Status(name, reply) => {
+                let _ = reply.send(self.status_of(&name));
+            }
+            Request::Start(name, wait, reply) => self.start(&name, wait, reply),
+            Request::Stop(name, reply) => self.stop(&name, reply),
+            Request::Restart(name, reply) => self.restart(&name, reply),
+            Request::Add {
+                source,
+                file_name,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.add(&source, &file_name, &text));
+            }
+            Request::Remove(name, reply) => self.remove(&name, reply),
+            Request::Reload(reply) => {
+                let _ = reply.send(self.reload());
+            }
+            Request::Signal(name, signal, all, reply) => {
+                let _ = reply.send(self.signal(&name, signal, all));
+            }
+            Request::RunJob(spec, reply) => {
+                let _ = reply.send(self.run_job(spec));
+            }
+            Request::Members(name, reply) => {
+                let _ = reply.send(self.members(name.as_deref()));
+            }
+            Request::Configs(reply) => {
+                let _ = reply.send(self.units.values().map(|u| u.config.clone()).collect());
+            }
+            Request::BeginShutdown(reply) => {
+                let _ = reply.send(self.begin_shutdown());
+            }
+            Request::ShutdownStop(stop) => self.shutdown_stop(stop),
+        }
+    }
+
+    fn start(&mut self, name: &str, wait: bool, reply: Reply<UnitStatus>) {
+        if let Err(e) = self.admit(name) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let unit = self.units.get_mut(name).expect("checked");
+        unit.wanted = true;
+        unit.backoff.reset();
+        match unit.state {
+            State::Running | State::Starting => {}
+            State::Stopping => unit.then = Then::Start,
+            State::BackOff | State::Exited | State::Failed => {
+                unit.timers.forget_pending();
+                self.start_afresh(name, "start requested");
+            }
+            State::Stopped | State::Blocked => {}
+        }
+        if wait {
+            self.waiters
+                .start
+                .entry(name.to_string())
+                .or_default()
+                .push(reply);
+        } else {
+            self.reconcile();
+            let _ = reply.send(self.status_of(name));
+        }
+    }
+
+    fn stop(&mut self, name: &str, reply: Reply<StopResult>) {
+        if let Err(e) = self.admit(name) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let unit = self.units.get_mut(name).expect("checked");
+        unit.wanted = false;
+        unit.timers.forget_pending();
+        if unit.state == State::Stopping {
+            if !matches!(unit.then, Then::Remove { .. }) {
+                unit.then = Then::Rest;
+            }
+            self.waiters
+                .stop
+                .entry(name.to_string())
+                .or_default()
+                .push(reply);
+            return;
+        }
+        if unit.alive() {
+            self.last_stop.remove(name);
+            self.begin_stop(name, Then::Rest, "stop requested");
+            self.waiters
+                .stop
+                .entry(name.to_string())
+                .or_default()
+                .push(reply);
+            return;
+        }
+        if unit.state != State::Stopped {
+            self.set_state(
+                name,
+                State::Stopped,
+                "stopped by request (nothing was running)",
+            );
+        }
+        let result = self.stop_result(name, None);
+        let _ = reply.send(Ok(result));
+    }
+
+    fn stop_result(&self, name: &str, report: Option<UnitStopReport>) -> StopResult {
+        let running_dependents = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.config.after.iter().any(|d| d == name) && u.alive())
+            .map(|(n, _)| n.clone())
+            .collect();
+        StopResult {
+            status: self.units[name].status(name),
+            report,
+            running_dependents,
+        }
+    }
+
+    /// Answers the stop and remove requests that waited for `name`'s stop.
+    pub(super) fn answer_stop_waiters(&mut self, name: &str) {
+        if let Some(waiters) = self.waiters.stop.remove(name)
+            && self.units.contains_key(name)
+        {
+            let report = self.last_stop.get(name).cloned();
+            for reply in waiters {
+                let _ = reply.send(Ok(self.stop_result(name, report.clone())));
+            }
+        }
+        for reply in self.waiters.remove.remove(name).unwrap_or_default() {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn restart(&mut self, name: &str, reply: Reply<UnitStatus>) {
+        if let Err(e) = self.admit(name) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let unit = self.units.get_mut(name).expect("checked");
+        unit.wanted = true;
+        unit.backoff.reset();
+        if unit.alive() {
+            self.begin_stop(name, Then::Start, "restart requested");
+        } else if unit.state != State::Stopped
+            && unit.state != State::Blocked
+            && unit.state != State::Stopping
+        {
+            unit.timers.forget_pending();
+            self.set_state(name, State::Stopped, "restart requested");
+        }
+        self.waiters
+            .start
+            .entry(name.to_string())
+            .or_default()
+            .push(reply);
+    }
+
+    /// Answers start waiters whose unit has settled: running, exited,
+    /// failed, stopped, or blocked on a dependency that is not coming.
+    pub(super) fn answer_start_waiters(&mut self) {
+        let settled: Vec<String> = self
+            .waiters
+            .start
+            .keys()
+            .filter(|name| match self.units.get(*name) {
+                None => true,
+                Some(unit) => match unit.state {
+                    State::Running => !unit.config.oneshot,
+                    State::Exited | State::Failed => true,
+                    State::Stopped => !unit.wanted,
+                    State::Blocked => unit.waiting_for.iter().any(|dep| {
+                        self.units
+                            .get(dep)
+                            .is_none_or(|d| !d.wanted || d.state == State::Failed)
+                    }),
+                    _ => false,
+                },
+            })
+            .cloned()
+            .collect();
+        for name in settled {
+            let status = self.status_of(&name);
+            for reply in self.waiters.start.remove(&name).unwrap_or_default() {
+                let _ = reply.send(status.clone());
+            }
+        }
+    }
+
+    fn signal(
+        &mut self,
+        name: &str,
+        signal: Signal,
+        all: bool,
+    ) -> Result<Vec<i32>, SupervisorError> {
+        self.unit_or_error(name)?;
+        let unit = &self.units[name];
+        let Some(instance) = unit.instance.as_ref().filter(|i| i.alive) else {
+            return Err(SupervisorError::FailedPrecondition(format!(
+                "{name} is not running"
+            )));
+        };
+        let targets: Vec<ProcessId> = if all {
+            instance
+                .members
+                .scan_now()
+                .map_err(|e| SupervisorError::Io(e.to_string()))?
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
+        } else {
+            vec![instance.members.root()]
+        };
+        let mut sent = Vec::new();
+        for id in targets {
+            if let Ok(handle) = ProcessHandle::open(id)
+                && handle.signal(signal).is_ok()
+            {
+                sent.push(id.pid);
+            }
+        }
+        if sent.is_empty() {
+            return Err(SupervisorError::FailedPrecondition(format!(
+                "{name}'s main process has exited"
+            )));
+        }
+        Ok(sent)
+    }
+
+    fn members(&self, name: Option<&str>) -> Result<Vec<(String, Members)>, SupervisorError> {
+        if let Some(name) = name {
+            self.unit_or_error(name)?;
+        }
+        Ok(self
+            .units
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .filter_map(|(n, u)| {
+                u.instance
+                    .as_ref()
+                    .filter(|i| i.alive)
+                    .map(|i| (n.clone(), i.members.clone()))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,125 @@
+//! The supervisor's public types besides the handle: options, errors and
+//! the answers of requests that return more than a unit's status.
+
+use crate::config::ConfigErrors;
+use crate::stopping::UnitStopReport;
+use crate::unit::UnitStatus;
+use std::path::PathBuf;
+use zinit_process::CgroupRoot;
+
+/// Why a request failed. The control plane maps each to a gRPC code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SupervisorError {
+    /// No unit (or job) with that name.
+    #[error("no service or job named {0:?}")]
+    NotFound(String),
+    /// A unit with that name exists already.
+    #[error("a service named {0:?} exists already")]
+    AlreadyExists(String),
+    /// Configuration problems (reload is all-or-nothing; add checks one file).
+    #[error("invalid configuration:\n{0}")]
+    InvalidConfig(ConfigErrors),
+    /// The request does not fit the unit's state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A shutdown is running: no new starts, restarts or jobs.
+    #[error("zinit is shutting down: no new starts, restarts or jobs")]
+    ShuttingDown,
+    /// Bad arguments.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The operating system refused something.
+    #[error("{0}")]
+    Io(String),
+    /// The supervisor task is gone.
+    #[error("the supervisor has stopped")]
+    Gone,
+}
+
+/// How to start a supervisor.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config directory.
+    pub config_dir: PathBuf,
+    /// Where each unit gets its own cgroup (`None`: process groups only).
+    pub cgroups: Option<CgroupRoot>,
+    /// Lines kept per unit.
+    pub log_lines: usize,
+    /// Bytes of text kept per unit.
+    pub log_bytes: usize,
+}
+
+impl Options {
+    /// Defaults for `config_dir`: no cgroups (set `cgroups` to
+    /// [`CgroupRoot::detect`] for them), 10,000 lines or 1 MiB of output per unit.
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config_dir: config_dir.into(),
+            cgroups: None,
+            log_lines: 10_000,
+            log_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New services, started.
+    pub added: Vec<String>,
+    /// Services whose files were deleted, stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Services whose files changed, restarted with the new file.
+    pub changed: Vec<String>,
+    /// Services left alone.
+    pub unchanged: Vec<String>,
+}
+
+/// What a stop did, and who still depends on the stopped unit.
+#[derive(Debug, Clone)]
+pub struct StopResult {
+    /// The unit's status after the stop.
+    pub status: UnitStatus,
+    /// The stop's report (`None` when nothing was running).
+    pub report: Option<UnitStopReport>,
+    /// Running units that depend on it (they keep running).
+    pub running_dependents: Vec<String>,
+}
+
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSpec {
+    /// The oneshot (or any) service file `NAME` from the config directory.
+    Named(String),
+    /// An ad-hoc command.
+    Command(Vec<String>),
+}
+
+/// This process, made ready to supervise by [`Host::prepare`].
+#[derive(Debug)]
+pub struct Host {
+    _reaper: zinit_process::Reaper,
+    cgroups: Option<CgroupRoot>,
+}
+
+impl Host {
+    /// Makes this process ready to supervise: raises its open-file limit to
+    /// the hard limit (a pidfd per process; children get the original
+    /// back), becomes a child subreaper that reaps the orphans it adopts,
+    /// and finds a cgroup v2 hierarchy it may use (none with
+    /// `ZINIT_CGROUP=off`). Needs a tokio runtime; call it once.
+    pub fn prepare() -> std::io::Result<Self> {
+        let limit = zinit_process::limits::raise_nofile_limit()?;
+        tracing::debug!("open file limit {limit}");
+        let reaper = zinit_process::Reaper::start()?;
+        Ok(Self {
+            _reaper: reaper,
+            cgroups: CgroupRoot::detect(),
+        })
+    }
+
+    /// Where units get their cgroups, if anywhere.
+    pub fn cgroups(&self) -> Option<CgroupRoot> {
+        self.cgroups.clone()
+    }
+}

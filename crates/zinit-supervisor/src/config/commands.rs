@@ -1,0 +1,68 @@
+//! The fields of what a unit runs: `exec`, the readiness `test` with its
+//! interval and timeout, `oneshot` and the `after` dependencies.
+
+use super::Fields;
+use super::checker::{Checker, MAX_DURATION};
+use super::valid_name;
+use std::time::Duration;
+
+/// The smallest interval between readiness tests (a loop never spins).
+const MIN_TEST_INTERVAL: Duration = Duration::from_millis(10);
+
+pub(super) struct Commands {
+    pub exec: Option<Vec<String>>,
+    pub test: Option<Vec<String>>,
+    pub test_interval: Duration,
+    pub test_timeout: Duration,
+    pub oneshot: bool,
+    pub after: Vec<String>,
+}
+
+pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>, name: &str) -> Commands {
+    let exec = match get("exec") {
+        Some(v) => c.command("exec", v),
+        None => {
+            c.errors.push(super::ConfigError::field(
+                c.file,
+                "exec",
+                None,
+                "missing: every service needs a command",
+            ));
+            None
+        }
+    };
+    let test = get("test").and_then(|v| c.command("test", v));
+    let test_interval = get("test_interval")
+        .and_then(|v| c.duration("test_interval", v, (MIN_TEST_INTERVAL, MAX_DURATION)))
+        .unwrap_or(Duration::from_millis(500));
+    let test_timeout = get("test_timeout")
+        .and_then(|v| c.duration("test_timeout", v, (Duration::ZERO, MAX_DURATION)))
+        .unwrap_or(Duration::from_secs(60));
+    let oneshot = get("oneshot")
+        .and_then(|v| c.boolean("oneshot", v))
+        .unwrap_or(false);
+    let mut after = Vec::new();
+    if let Some(v) = get("after") {
+        for item in c.list("after", v) {
+            if let Some(dep) = c.string("after", item) {
+                if !valid_name(&dep) {
+                    c.error("after", Some(item), "not a valid service name");
+                } else if dep == name {
+                    c.error("after", Some(item), "a service cannot start after itself");
+                } else if after.contains(&dep) {
+                    c.error("after", Some(item), "listed twice");
+                } else {
+                    after.push(dep);
+                }
+            }
+        }
+    }
+    Commands {
+        exec,
+        test,
+        test_interval,
+        test_timeout,
+        oneshot,
+        after,
+    }
+}

@@ -1,0 +1,158 @@
+//! What a validated service file is: the types every other part reads.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use zinit_process::limits::Limit;
+use zinit_process::stop::StopMode;
+use zinit_process::{Port, ProcessFilter, Signal};
+
+/// The most a stop may take; longer timeouts are capped (with a warning).
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Restarts in a row (without a stable run of `reset_after` between them)
+/// after which a unit is failed, unless its file says otherwise.
+pub const DEFAULT_MAX_RESTARTS: u32 = 10;
+/// The stop timeout when none is given (as in the original zinit).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a unit's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogMode {
+    /// Kept in a bounded in-memory ring, readable with `zinit logs`.
+    Ring,
+    /// Written to the server's stdout, prefixed with the unit name (and kept in the ring).
+    Stdout,
+    /// Discarded.
+    Null,
+}
+
+/// A log file with size-based rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// The file (absolute).
+    pub path: PathBuf,
+    /// Rotate when the file reaches this many bytes.
+    pub max_size: u64,
+    /// How many rotated files to keep (`path.1` .. `path.N`).
+    pub keep: u32,
+}
+
+/// How a unit's output is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The mode.
+    pub mode: LogMode,
+    /// An optional file, written besides the mode.
+    pub file: Option<LogFile>,
+}
+
+/// When a unit is restarted after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    /// After every exit.
+    Always,
+    /// After a non-zero exit or a death by signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// The restart policy with its exponential back-off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub mode: RestartMode,
+    /// The first delay.
+    pub delay: Duration,
+    /// Each further delay is the previous one times this.
+    pub factor: f64,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// A unit that ran this long without exiting starts again from `delay`.
+    pub reset_after: Duration,
+    /// After this many restarts in a row the unit is failed (`None`: no limit).
+    pub max_restarts: Option<u32>,
+}
+
+impl RestartPolicy {
+    /// The default policy: `always` for services, `never` for oneshots.
+    pub fn default_for(oneshot: bool) -> Self {
+        Self {
+            mode: if oneshot {
+                RestartMode::Never
+            } else {
+                RestartMode::Always
+            },
+            delay: Duration::from_millis(500),
+            factor: 2.0,
+            max_delay: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+            max_restarts: Some(DEFAULT_MAX_RESTARTS),
+        }
+    }
+}
+
+/// The user a unit runs as, resolved when the file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name as written.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The primary gid (the user's, or the `group` field's).
+    pub gid: u32,
+    /// Supplementary groups of the user.
+    pub groups: Vec<u32>,
+    /// The user's home directory (from the password database).
+    pub home: PathBuf,
+    /// The user's login shell (from the password database).
+    pub shell: PathBuf,
+}
+
+/// A validated service file.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The name (the file stem).
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The file's text, to tell changed files from unchanged ones on reload.
+    pub source: String,
+    /// The command and its arguments.
+    pub exec: Vec<String>,
+    /// The readiness test command.
+    pub test: Option<Vec<String>>,
+    /// How often the test is retried.
+    pub test_interval: Duration,
+    /// How long the test may keep failing before the start fails.
+    pub test_timeout: Duration,
+    /// A oneshot runs once and is never restarted by default.
+    pub oneshot: bool,
+    /// Units this one starts after (and stops before).
+    pub after: Vec<String>,
+    /// The stop signal.
+    pub stop_signal: Signal,
+    /// The stop timeout (at most 30 s).
+    pub stop_timeout: Duration,
+    /// A command run first when stopping, within half of the budget.
+    pub stop_command: Option<Vec<String>>,
+    /// Which processes get the stop signal, in which order.
+    pub stop_mode: StopMode,
+    /// Output handling.
+    pub log: LogConfig,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub dir: Option<PathBuf>,
+    /// Ports whose holders the shutdown's final sweep kills.
+    pub ports: Vec<Port>,
+    /// Filters whose matches the shutdown's final sweep kills.
+    pub process_filters: Vec<ProcessFilter>,
+    /// The restart policy.
+    pub restart: RestartPolicy,
+    /// The user to run as.
+    pub run_as: Option<RunAs>,
+    /// Resource limits its commands start with (others: as the server was given).
+    pub limits: Vec<Limit>,
+    /// Things worth a warning that are not errors (a capped timeout).
+    pub warnings: Vec<String>,
+}

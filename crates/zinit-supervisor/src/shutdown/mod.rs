@@ -1,0 +1,565 @@
+//! The shutdown, from intake to verification, in one place:
+//!
+//! 1. Freeze intake (the actor hands over every unit whose processes live).
+//! 2. Plan (`plan`): a unit starts stopping as soon as every live unit that
+//!    depends on it has stopped; independent units stop in parallel; a
+//!    dependency cycle cannot block it (what is left starts at once).
+//! 3. Stop each unit through the actor, with its own command, signal, mode
+//!    and timeout, capped by what the deadline leaves minus a tail reserve.
+//! 4. Sweep what is still alive, and verify with a fresh scan (`sweep`).
+//! 5. Report a summary.
+//!
+//! Events are neutral (no gRPC) and carry their time since the start; the
+//! server turns them into its protocol. The deadline's watchdog, the replay
+//! log and OS signals are the server's.
+
+mod plan;
+mod sweep;
+
+pub(crate) use plan::ShutdownUnit;
+pub use plan::{MAX_DEADLINE, Plan, PlannedUnit, TAIL_RESERVE, budget};
+pub use sweep::{SweepReason, SweepTarget};
+
+use crate::Supervisor;
+use crate::actor::messages::{Request, ShutdownStop};
+use crate::api::SupervisorError;
+use crate::stopping::UnitStopReport;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use sweep::SweepScope;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use zinit_process::spawn::ExitStatus;
+use zinit_process::stop::{StopEvent, StopMode};
+use zinit_process::{Signal, StopOutcome};
+
+/// What the actor answers once the shutdown's stop of a unit is done.
+#[derive(Debug, Default)]
+pub(crate) struct UnitShutDown {
+    pub report: Option<UnitStopReport>,
+    pub error: Option<String>,
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// How a shutdown runs.
+#[derive(Debug, Clone)]
+pub struct ShutdownOptions {
+    /// The global deadline (at most [`MAX_DEADLINE`]).
+    pub timeout: Duration,
+    /// Cancelled to skip the remaining grace (never the sweep or the
+    /// verification).
+    pub force: CancellationToken,
+    /// Processes the sweep never touches, with their ancestors.
+    pub spare: SparePids,
+}
+
+/// The clients that asked for the shutdown (added as they join), which the
+/// sweep never touches, nor their ancestors.
+#[derive(Debug, Clone, Default)]
+pub struct SparePids(Arc<Mutex<Vec<i32>>>);
+
+impl SparePids {
+    /// Spares `pid` (and its ancestors).
+    pub fn add(&self, pid: i32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    }
+
+    fn snapshot(&self) -> Vec<i32> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Something that happened during a shutdown.
+#[derive(Debug, Clone)]
+pub struct ShutdownEvent {
+    /// Time since the shutdown began.
+    pub at: Duration,
+    /// What.
+    pub kind: ShutdownEventKind,
+}
+
+/// A process still alive while its unit stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocker {
+    /// Its unit.
+    pub unit: String,
+    /// Its pid.
+    pub pid: i32,
+    /// Its command name.
+    pub name: String,
+    /// How long its unit has been stopping.
+    pub waiting: Duration,
+    /// Its unit's budget.
+    pub budget: Duration,
+}
+
+/// A process the verification found alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Its pid.
+    pub pid: i32,
+    /// Its command name.
+    pub name: String,
+    /// Why the sweep targeted it, and why it is still there.
+    pub reason: String,
+}
+
+/// What the verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// Processes still alive.
+    pub leftovers: Vec<Leftover>,
+    /// Set when the scan could not finish: nothing is known.
+    pub unverified: Option<String>,
+}
+
+/// The end of a shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// How long it took.
+    pub duration: Duration,
+    /// Units whose processes all exited within their budget.
+    pub units_graceful: u32,
+    /// Units that needed SIGKILL (or could not be stopped completely).
+    pub units_killed: u32,
+    /// Processes of units that exited within the grace.
+    pub processes_graceful: u32,
+    /// Processes of units killed at the end of their budget.
+    pub processes_killed: u32,
+    /// Processes the sweep stopped.
+    pub processes_swept: u32,
+    /// What the verification found alive.
+    pub leftovers: Vec<Leftover>,
+    /// Set when the verification could not finish.
+    pub unverified: Option<String>,
+    /// Whether the deadline shortened some unit's budget.
+    pub deadline_hit: bool,
+}
+
+impl Summary {
+    /// Nothing was left (an unverified end counts as clean: nothing was
+    /// seen, and the failed scan is reported on its own).
+    pub fn clean(&self) -> bool {
+        self.leftovers.is_empty()
+    }
+}
+
+/// The kinds of shutdown events.
+#[derive(Debug, Clone)]
+pub enum ShutdownEventKind {
+    /// The plan (the first event).
+    Plan(Plan),
+    /// A unit starts stopping.
+    UnitStopping {
+        /// The unit.
+        unit: String,
+        /// Its stop signal.
+        signal: Signal,
+        /// Its stop mode.
+        mode: StopMode,
+        /// Its budget.
+        budget: Duration,
+    },
+    /// A signal was sent (by a unit's stop, or by the sweep when `unit` is `None`).
+    SignalSent {
+        /// The unit.
+        unit: Option<String>,
+        /// The process.
+        pid: i32,
+        /// Its depth below the unit's main process (the sweep: its ancestors).
+        depth: usize,
+        /// The signal.
+        signal: Signal,
+        /// Its command name.
+        name: String,
+    },
+    /// A unit stopped.
+    UnitStopped {
+        /// The unit.
+        unit: String,
+        /// How long its stop took.
+        took: Duration,
+        /// How it ended (`None`: the stop failed, see the server's log).
+        outcome: Option<StopOutcome>,
+        /// How its main process ended, when known.
+        exit: Option<ExitStatus>,
+        /// Processes that exited.
+        exited: u32,
+        /// Of those, processes that were killed.
+        killed: u32,
+    },
+    /// Processes that are still alive while their units stop.
+    StillWaiting(Vec<Blocker>),
+    /// The sweep stopped a process.
+    ProcessSwept {
+        /// Its pid.
+        pid: i32,
+        /// Its command name.
+        name: String,
+        /// Why it was targeted.
+        reason: SweepReason,
+        /// The signal that ended it.
+        signal: Signal,
+    },
+    /// The verification's result.
+    Verification(Verification),
+    /// The summary (the last event).
+    Summary(Summary),
+}
+
+/// Kills everything below the server at once, for the deadline's watchdog:
+/// it takes no lock that the runtime could hold.
+#[derive(Debug, Clone)]
+pub struct EmergencyStop {
+    cgroup_root: Option<PathBuf>,
+}
+
+impl EmergencyStop {
+    /// SIGKILLs every process in the unit cgroups and below this process.
+    pub fn kill_everything(&self) {
+        zinit_process::emergency::kill_everything_below(self.cgroup_root.as_deref());
+    }
+
+    /// Ends this process at once with `code`: no exit handlers, no
+    /// flushing, no lock taken.
+    pub fn exit_now(&self, code: i32) -> ! {
+        zinit_process::emergency::exit_now(code)
+    }
+}
+
+/// The stop of one unit, on its way.
+struct Stopping {
+    name: String,
+    started: Instant,
+    reply: oneshot::Receiver<UnitShutDown>,
+    /// Forwards the unit's progress; it ends once the stop dropped its sender.
+    forward: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// The handle the deadline's watchdog kills with.
+    pub fn emergency_stop(&self) -> EmergencyStop {
+        EmergencyStop {
+            cgroup_root: self.cgroup_root().map(|r| r.path().to_path_buf()),
+        }
+    }
+
+    /// What a shutdown with `timeout` would do now: the plan, and what the
+    /// sweep would target (not the processes of live units, which their
+    /// units stop). Changes nothing.
+    pub async fn shutdown_plan(
+        &self,
+        timeout: Duration,
+        spare: Vec<i32>,
+    ) -> Result<Plan, SupervisorError> {
+        let configs = self.configs().await?;
+        let live = self.unit_members().await?;
+        let units: Vec<ShutdownUnit> = configs
+            .iter()
+            .filter(|c| live.iter().any(|(name, _)| *name == c.name))
+            .map(|c| ShutdownUnit {
+                name: c.name.clone(),
+                config: c.clone(),
+            })
+            .collect();
+        let mut spare = spare;
+        for (_, members) in &live {
+            let members = members.clone();
+            if let Ok(Ok(found)) = tokio::task::spawn_blocking(move || members.scan_now()).await {
+                spare.extend(found.iter().map(|m| m.id.pid));
+            }
+        }
+        let scope = SweepScope::new(
+            &configs,
+            self.cgroup_root().map(|r| r.path().to_path_buf()),
+            spare,
+        );
+        let sweep = scope
+            .targets_within(Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
+        Ok(Plan {
+            units: plan::plan_units(&units, timeout, false),
+            deadline: timeout,
+            sweep,
+            dry_run: true,
+        })
+    }
+
+    /// Shuts everything down within `options.timeout` and returns the
+    /// summary; every step is reported on `events` as it happens. Intake is
+    /// frozen for good: a supervisor is not started again after this.
+    pub async fn shutdown(
+        &self,
+        options: ShutdownOptions,
+        events: mpsc::UnboundedSender<ShutdownEvent>,
+    ) -> Summary {
+        let start = Instant::now();
+        let deadline = start + options.timeout.min(MAX_DEADLINE);
+        let emit = |kind| {
+            let _ = events.send(ShutdownEvent {
+                at: start.elapsed(),
+                kind,
+            });
+        };
+        test_hooks::maybe_wedge("before-freeze").await;
+        let units =
+            match tokio::time::timeout(Duration::from_secs(5), self.ask(Request::BeginShutdown))
+                .await
+            {
+                Ok(Ok(units)) => units,
+                _ => {
+                    tracing::error!("shutdown: the supervisor did not hand over its units");
+                    Vec::new()
+                }
+            };
+        let configs = self.configs().await.unwrap_or_default();
+        let mut summary = Summary::default();
+        let timeout = deadline - start;
+        self.stop_in_order(
+            &units,
+            (deadline, timeout),
+            &options.force,
+            &emit,
+            &mut summary,
+        )
+        .await;
+
+        test_hooks::maybe_wedge("before-sweep").await;
+        let scope = SweepScope::new(
+            &configs,
+            self.cgroup_root().map(|r| r.path().to_path_buf()),
+            options.spare.snapshot(),
+        );
+        let sweep_end = deadline - TAIL_RESERVE / 2;
+        let bound = sweep_end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let targets = scope.targets_within(bound).await.unwrap_or_default();
+        summary.processes_swept = sweep::sweep(targets, sweep_end, &emit).await;
+        let verification = sweep::verify(&scope, deadline - TAIL_RESERVE / 4).await;
+        emit(ShutdownEventKind::Verification(verification.clone()));
+        summary.leftovers = verification.leftovers;
+        summary.unverified = verification.unverified;
+        summary.duration = start.elapsed();
+        tracing::info!(
+            "shutdown: done in {:.2}s; {} graceful, {} killed, {} swept, {} left",
+            summary.duration.as_secs_f64(),
+            summary.processes_graceful,
+            summary.processes_killed,
+            summary.processes_swept,
+            summary.leftovers.len()
+        );
+        emit(ShutdownEventKind::Summary(summary.clone()));
+        summary
+    }
+
+    /// Stops every unit, each as soon as the live units that depend on it
+    /// have stopped.
+    async fn stop_in_order(
+        &self,
+        units: &[ShutdownUnit],
+        (deadline, timeout): (Instant, Duration),
+        force: &CancellationToken,
+        emit: &impl Fn(ShutdownEventKind),
+        summary: &mut Summary,
+    ) {
+        let left = |now: Instant| deadline.saturating_duration_since(now);
+        let planned = plan::plan_units(units, left(Instant::now()), force.is_cancelled());
+        emit(ShutdownEventKind::Plan(Plan {
+            units: planned.clone(),
+            deadline: timeout,
+            sweep: Vec::new(),
+            dry_run: false,
+        }));
+        let configs: HashMap<&str, &ShutdownUnit> =
+            units.iter().map(|u| (u.name.as_str(), u)).collect();
+        let mut pending: Vec<&PlannedUnit> = planned.iter().collect();
+        let mut stopped: HashSet<String> = HashSet::new();
+        let mut running: Vec<Stopping> = Vec::new();
+        let (progress_tx, mut progress) =
+            mpsc::unbounded_channel::<(String, Duration, StopEvent)>();
+        loop {
+            // Start every unit whose dependents have all stopped. If nothing
+            // can start and nothing runs, the rest is a cycle: start it all.
+            let ready: Vec<&PlannedUnit> = pending
+                .iter()
+                .copied()
+                .filter(|u| u.waits_for.iter().all(|d| stopped.contains(d)))
+                .collect();
+            let ready = if ready.is_empty() && running.is_empty() {
+                pending.clone()
+            } else {
+                ready
+            };
+            for unit in ready {
+                pending.retain(|p| p.name != unit.name);
+                let config = &configs[unit.name.as_str()].config;
+                let now = Instant::now();
+                let budget = budget(config.stop_timeout, left(now), force.is_cancelled());
+                if budget < config.stop_timeout && !force.is_cancelled() {
+                    summary.deadline_hit = true;
+                }
+                emit(ShutdownEventKind::UnitStopping {
+                    unit: unit.name.clone(),
+                    signal: config.stop_signal,
+                    mode: config.stop_mode,
+                    budget,
+                });
+                let kill_wait = (deadline - TAIL_RESERVE / 2)
+                    .saturating_duration_since(now + budget)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(1));
+                let (unit_tx, mut unit_rx) = mpsc::unbounded_channel();
+                let forward = progress_tx.clone();
+                let name = unit.name.clone();
+                let forward = tokio::spawn(async move {
+                    while let Some(event) = unit_rx.recv().await {
+                        let _ = forward.send((name.clone(), budget, event));
+                    }
+                });
+                let (reply, answer) = oneshot::channel();
+                let _ = self
+                    .tx
+                    .send(crate::actor::messages::Msg::Req(Request::ShutdownStop(
+                        ShutdownStop {
+                            name: unit.name.clone(),
+                            budget,
+                            kill_wait,
+                            progress: unit_tx,
+                            hurry: force.clone(),
+                            reply,
+                        },
+                    )));
+                running.push(Stopping {
+                    name: unit.name.clone(),
+                    started: now,
+                    reply: answer,
+                    forward,
+                });
+            }
+            if running.is_empty() && pending.is_empty() {
+                break;
+            }
+            let done = std::future::poll_fn(|cx| {
+                for (i, stop) in running.iter_mut().enumerate() {
+                    if let std::task::Poll::Ready(result) =
+                        std::pin::Pin::new(&mut stop.reply).poll(cx)
+                    {
+                        return std::task::Poll::Ready((i, result.unwrap_or_default()));
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            tokio::select! {
+                (i, answer) = done => {
+                    let mut stop = running.swap_remove(i);
+                    // This unit's progress first, all of it: its forwarder
+                    // ends once the finished stop dropped its sender.
+                    let _ = (&mut stop.forward).await;
+                    while let Ok((unit, budget, event)) = progress.try_recv() {
+                        report_progress(emit, &unit, budget, event);
+                    }
+                    emit(unit_stopped(&stop, answer, summary));
+                    stopped.insert(stop.name);
+                }
+                Some((unit, budget, event)) = progress.recv() => report_progress(emit, &unit, budget, event),
+            }
+        }
+        while let Ok((unit, budget, event)) = progress.try_recv() {
+            report_progress(emit, &unit, budget, event);
+        }
+    }
+}
+
+/// The event for a unit whose stop is done, counted into the summary.
+fn unit_stopped(stop: &Stopping, answer: UnitShutDown, summary: &mut Summary) -> ShutdownEventKind {
+    let mut event = ShutdownEventKind::UnitStopped {
+        unit: stop.name.clone(),
+        took: stop.started.elapsed(),
+        outcome: None,
+        exit: answer.last_exit,
+        exited: 0,
+        killed: 0,
+    };
+    if let Some(error) = answer.error {
+        tracing::error!("shutdown: stopping {}: {error}", stop.name);
+    }
+    if let (
+        Some(report),
+        ShutdownEventKind::UnitStopped {
+            outcome,
+            exited,
+            killed,
+            ..
+        },
+    ) = (answer.report, &mut event)
+    {
+        let (all, by_kill) = report.processes.exit_counts();
+        *outcome = Some(report.outcome);
+        *exited = all as u32;
+        *killed = by_kill as u32;
+        summary.processes_graceful += (all - by_kill) as u32;
+        summary.processes_killed += by_kill as u32;
+        match report.outcome {
+            StopOutcome::Graceful => summary.units_graceful += 1,
+            _ => summary.units_killed += 1,
+        }
+    }
+    event
+}
+
+/// Turns a unit's stop progress into shutdown events.
+fn report_progress(
+    emit: &impl Fn(ShutdownEventKind),
+    unit: &str,
+    budget: Duration,
+    event: StopEvent,
+) {
+    match event {
+        StopEvent::Signalled {
+            pid,
+            depth,
+            comm,
+            signal,
+            ..
+        } if signal != Signal::SIGSTOP => emit(ShutdownEventKind::SignalSent {
+            unit: Some(unit.to_string()),
+            pid,
+            depth,
+            signal,
+            name: comm,
+        }),
+        StopEvent::Waiting { remaining, at } => emit(ShutdownEventKind::StillWaiting(
+            remaining
+                .into_iter()
+                .map(|(pid, name)| Blocker {
+                    unit: unit.to_string(),
+                    pid,
+                    name,
+                    waiting: at,
+                    budget,
+                })
+                .collect(),
+        )),
+        _ => {}
+    }
+}
+
+/// A fault hook for the watchdog test, compiled into debug builds only
+/// (never into a release): `ZINIT_TEST_WEDGE=before-sweep` makes the
+/// shutdown hang before its sweep.
+mod test_hooks {
+    #[cfg(debug_assertions)]
+    pub async fn maybe_wedge(step: &str) {
+        if std::env::var("ZINIT_TEST_WEDGE").is_ok_and(|s| s == step) {
+            tracing::warn!("test hook: wedging the shutdown at {step}");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub async fn maybe_wedge(_step: &str) {}
+}
