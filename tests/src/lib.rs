@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use zinit_process::spawn::Output;
 use zinit_process::{Cgroup, CgroupRoot, Child, Command};
 
+pub mod web;
+
 /// A unique tag for one test's processes, and a scratch directory.
 #[derive(Debug)]
 pub struct Tag {
@@ -380,10 +382,21 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "zinit-server", "-p", "zinit-cli"])
+            .args([
+                "build",
+                "-p",
+                "zinit-server",
+                "-p",
+                "zinit-cli",
+                "-p",
+                "zinit-ui",
+            ])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building zinit_server and zinit");
+        assert!(
+            status.success(),
+            "building zinit_server, zinit and zinit_ui"
+        );
     }
     path
 }
