@@ -106,7 +106,7 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
     let conf = conf(
         &tag,
         &[
-            ("polite", "--width 2 --depth 2", ""),
+            ("polite", "--width 2 --depth 2 --term-delay-ms 250", ""),
             ("chatty", "--chatty-ms 50", "after: [polite]\n"),
             (
                 "stubborn",
@@ -449,6 +449,28 @@ fn connected(ui: &Ui, headers: &[(&str, &str)]) {
     }
 }
 
+/// `GET url` from a process running as `uid` (python3's urllib); the
+/// status and the body.
+fn get_as(uid: u32, url: &str, tag: &Tag) -> (u16, String) {
+    use std::os::unix::process::CommandExt;
+    let script = "import sys, urllib.request, urllib.error\n\
+                  try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n\
+                  except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, url, tag.as_str()])
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let code = code
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("python3: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    (code, body.to_string())
+}
+
 fn write_token(tag: &Tag, name: &str, text: &str, mode: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = tag.dir().join(name);
@@ -532,6 +554,14 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
         assert_eq!(answer.status, status, "{headers:?}: {}", answer.text());
     }
     assert_eq!(ui.http("GET", stop, &[], None).status, 405);
+    // Without a token, a local user who may not use the socket may not use
+    // the page either (zinit_ui runs as root here).
+    let (code, body) = get_as(65534, &ui.url, &tag);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("lets only that user and root in without a token"),
+        "{body}"
+    );
     assert!(
         zinit_tests::carries_tag(idle, tag.as_str()),
         "nothing was stopped by the refused requests"

@@ -1,14 +1,18 @@
-//! Who may use the page, and the checks every request passes: the `Host`
-//! header (loopback names only, unless a token guards the page), the login
-//! token and its session cookie, and for every POST a same-origin check and
-//! the anti-CSRF token. Secrets are compared in constant time.
+//! Who may use the page, and the checks every request passes. Without a
+//! token: the caller's uid (a loopback connection's owner, from
+//! /proc/net/tcp) must be root or zinit_ui's own, so that the page never
+//! lets a local user do what the zinit socket would refuse them, and the
+//! `Host` header must be a loopback name. With a token: the login and its
+//! session cookie. Always, for every POST: a same-origin check and the
+//! anti-CSRF token. Secrets are compared in constant time.
 
 use anyhow::{Context, Result, bail};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +24,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The shortest token a token file may hold (after trimming).
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// The secrets of this process.
-#[derive(Debug)]
+/// The secrets of this process, and who may connect.
 pub struct Secrets {
     /// Embedded in every page and required on every POST.
     pub csrf: String,
@@ -29,15 +32,33 @@ pub struct Secrets {
     session: String,
     /// The login token (`--token-file`), if the page needs one.
     token: Option<Vec<u8>>,
+    /// The address the page is served on.
+    local: SocketAddr,
+    /// This process's uid: without a token, only it and root get in.
+    uid: u32,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("local", &self.local)
+            .field("uid", &self.uid)
+            .field("needs_login", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Secrets {
-    /// Fresh random secrets; `token` guards the page if given.
-    pub fn new(token: Option<Vec<u8>>) -> Result<Self> {
+    /// Fresh random secrets for the page served on `local`; `token` guards
+    /// the page if given.
+    pub fn new(token: Option<Vec<u8>>, local: SocketAddr) -> Result<Self> {
         Ok(Self {
             csrf: random_hex(32).context("reading random bytes for the CSRF token")?,
             session: random_hex(32).context("reading random bytes for the session")?,
             token,
+            local,
+            // SAFETY: geteuid has no preconditions.
+            uid: unsafe { libc::geteuid() },
         })
     }
 
@@ -151,6 +172,45 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The uid that owns the TCP socket at `peer` connected to `local`, when
+/// both are on this machine (a loopback connection): the client's entry in
+/// /proc/net/tcp (or tcp6) has `peer` as its local and `local` as its remote
+/// address.
+pub fn loopback_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let want = (hex_addr(peer), hex_addr(local));
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 7
+                && fields[1].eq_ignore_ascii_case(&want.0)
+                && fields[2].eq_ignore_ascii_case(&want.1)
+            {
+                return fields[7].parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// An address as /proc/net/tcp{,6} prints it: the address in the kernel's
+/// byte order, 32 bits at a time, then `:PORT` in hex.
+fn hex_addr(addr: SocketAddr) -> String {
+    let words = |bytes: &[u8]| -> String {
+        bytes
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    };
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => words(&v4.octets()),
+        IpAddr::V6(v6) => words(&v6.octets()),
+    };
+    format!("{ip}:{:04X}", addr.port())
+}
+
 /// Whether a `Host` header names this machine's loopback interface:
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
 pub fn is_loopback_host(host: &str) -> bool {
@@ -165,8 +225,7 @@ pub fn is_loopback_host(host: &str) -> bool {
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    name.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
+    name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Paths anyone may fetch: the page itself (which shows the login form when
@@ -207,6 +266,27 @@ pub async fn guard(State(secrets): State<Arc<Secrets>>, request: Request, next: 
 }
 
 async fn check(secrets: &Secrets, request: Request, next: Next) -> Response {
+    if !secrets.needs_login() {
+        // Without a token the page is for the users who can use the zinit
+        // socket anyway: root and the user running zinit_ui.
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let uid = peer.and_then(|peer| loopback_peer_uid(peer, secrets.local));
+        if !uid.is_some_and(|uid| uid == 0 || uid == secrets.uid) {
+            let who = uid.map_or("an unknown user".to_string(), |uid| format!("uid {uid}"));
+            return refuse(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "zinit_ui runs as uid {} and lets only that user and root in without a token \
+                     (the page never widens what the zinit socket allows); this browser runs as {who}: \
+                     start zinit_ui with --token-file to let others in",
+                    secrets.uid
+                ),
+            );
+        }
+    }
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
@@ -275,6 +355,28 @@ mod tests {
     }
 
     #[test]
+    fn a_loopback_connection_names_its_owner() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(local).expect("connect");
+        let peer = client.local_addr().expect("client addr");
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(loopback_peer_uid(peer, local), Some(me));
+        assert_eq!(
+            loopback_peer_uid(local, peer),
+            Some(me),
+            "the other end too"
+        );
+        let elsewhere: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        assert_eq!(loopback_peer_uid(elsewhere, local), None);
+        assert_eq!(
+            hex_addr("127.0.0.1:8090".parse().expect("addr")),
+            "0100007F:1F9A"
+        );
+    }
+
+    #[test]
     fn constant_time_equality() {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
@@ -309,7 +411,8 @@ mod tests {
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
-        let secrets = Secrets::new(Some(b"0123456789abcdef".to_vec())).expect("secrets");
+        let local = "127.0.0.1:8090".parse().expect("addr");
+        let secrets = Secrets::new(Some(b"0123456789abcdef".to_vec()), local).expect("secrets");
         let mut headers = HeaderMap::new();
         assert!(!secrets.logged_in(&headers));
         headers.insert(

@@ -67,26 +67,26 @@ fn run(args: Args) -> Result<()> {
             args.listen
         );
     }
-    let secrets = std::sync::Arc::new(auth::Secrets::new(token)?);
     let socket = zinit_client::socket_path(args.socket.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args.listen, socket, secrets, args.log_buffer))
+    runtime.block_on(serve(args.listen, socket, token, args.log_buffer))
 }
 
 async fn serve(
     listen: SocketAddr,
     socket: PathBuf,
-    secrets: std::sync::Arc<auth::Secrets>,
+    token: Option<Vec<u8>>,
     log_buffer: usize,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let secrets = std::sync::Arc::new(auth::Secrets::new(token, addr)?);
     let login = if secrets.needs_login() {
         " (give the token once: /?token=TOKEN or the login form)"
     } else {
@@ -103,7 +103,10 @@ async fn serve(
     let hub = hub::Hub::new(socket);
     tokio::spawn(hub.clone().run());
     let app = web::App::new(hub, secrets, log_buffer);
-    let server = axum::serve(listener, web::router(app));
+    let server = axum::serve(
+        listener,
+        web::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("handling SIGTERM")?;
     tokio::select! {
