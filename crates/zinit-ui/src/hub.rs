@@ -75,6 +75,8 @@ struct State {
     watching: bool,
     /// A join_only call is on its way.
     joining: bool,
+    /// The server (by pid) whose shutdown this process started.
+    started_for: Option<u32>,
     next_id: u64,
 }
 
@@ -164,6 +166,7 @@ impl Hub {
                 shutdown: None,
                 watching: false,
                 joining: false,
+                started_for: None,
                 next_id: 0,
             }),
             tx: broadcast::channel(BROADCAST_DEPTH).0,
@@ -460,6 +463,22 @@ impl Hub {
             join_only: false,
         };
         let stream = client.shutdown(request).await?.into_inner();
+        if !force {
+            // Whichever stream of it is watched, the pages learn who started
+            // it (a force only hurries a running one).
+            let mut st = self.lock();
+            let pid = st.server_pid;
+            st.started_for = Some(pid);
+            if let Some(view) = st
+                .shutdown
+                .as_mut()
+                .filter(|v| !v.done && v.server_pid == pid)
+            {
+                view.origin = "ui";
+                let json = view.json();
+                self.send(&st, "shutdown_begin", json);
+            }
+        }
         let hub = self.clone();
         tokio::spawn(async move { hub.watch(stream, "ui").await });
         Ok(())
@@ -498,6 +517,11 @@ impl Hub {
             }
             st.watching = true;
             st.next_id += 1;
+            let origin = if st.started_for == Some(st.server_pid) {
+                "ui"
+            } else {
+                origin
+            };
             let view = ShutdownView {
                 id: st.next_id,
                 origin,
