@@ -454,9 +454,13 @@ impl Browser {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = tag.dir().join("chromedriver.log");
+        // Chromium's crash handler puts its database under XDG_CONFIG_HOME:
+        // in the tag's directory, its argv carries the tag too.
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
+            .env("XDG_CONFIG_HOME", tag.dir().join("xdg-config"))
+            .env("XDG_CACHE_HOME", tag.dir().join("xdg-cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
