@@ -585,6 +585,23 @@ impl Browser {
         self.session_command("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
+    /// Types `text` into the first element matching `css`.
+    pub fn type_into(&self, css: &str, text: &str) {
+        let found = self.session_command(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        let id = found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}"));
+        self.session_command(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
     /// Polls `script` until it returns something other than null, false, 0
     /// or "" (at most `bound`); returns that. On timeout it saves a
     /// screenshot and panics, saying what it waited for.

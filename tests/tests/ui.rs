@@ -5,9 +5,14 @@
 //! the page (dry run, confirmation) draws its timeline with graceful and
 //! killed units and the server exits, a shutdown started by the CLI shows up
 //! on an open page, and the page reconnects to a new server. Screenshots go
-//! to `target/ui-screenshots/`. Without a browser: the security rules (token
-//! file, login, same-origin and CSRF checks, Host check, GETs change nothing)
-//! and the message when the socket is out of reach.
+//! to `target/ui-screenshots/`. The security rules: token file, login (by
+//! `?token=`, and by the form in the browser), same-origin and CSRF checks,
+//! the Host check, the caller's uid, GETs change nothing, and the message
+//! (in the log and on the page) when the socket is out of reach.
+//!
+//! The tests use `target/debug/zinit_ui` as it is (they build it only when
+//! it is missing, like the other binaries): after changing zinit-ui, build
+//! it, or run them through `cargo xtask test`.
 //!
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`)
 //! and are installed with apt-get when missing. Every process carries the
@@ -636,6 +641,30 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
     );
     assert_eq!(form.status, 204, "{}", form.text());
     assert!(form.header("set-cookie").is_some());
+    // The same in a browser: the login form, then the page.
+    let _one = BROWSER.lock().await;
+    let browser = Browser::start(&tag, "login");
+    browser.goto(&ui.url);
+    browser.wait(
+        "the login form",
+        Duration::from_secs(10),
+        "return !document.getElementById('login').hidden && document.getElementById('app').hidden",
+    );
+    browser.type_into("#login-token", "wrong-token-0123456789");
+    browser.click("#login-form button[type=submit]");
+    browser.wait(
+        "the wrong token refused",
+        Duration::from_secs(10),
+        "return document.getElementById('login-error').textContent === 'wrong token'",
+    );
+    browser.js("document.getElementById('login-token').value = ''; return true");
+    browser.type_into("#login-token", "s3cret-token-0123456789");
+    browser.click("#login-form button[type=submit]");
+    browser.wait(
+        "the page after the login",
+        Duration::from_secs(10),
+        "return !document.getElementById('app').hidden && !!document.querySelector('#units tr[data-unit=\"idle\"]')",
+    );
     drop(ui);
 
     // A user who cannot use the socket is told so, on the page and in the log.
@@ -651,6 +680,14 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
         socket.display()
     );
     assert!(stream.text().contains(&expected), "{}", stream.text());
+    browser.goto(&nobody.url);
+    let banner = browser.wait(
+        "the permission banner",
+        Duration::from_secs(10),
+        "const b = document.getElementById('banner'); return !b.hidden && b.classList.contains('denied') && b.textContent;",
+    );
+    assert_eq!(banner, expected.as_str());
+    browser.screenshot("permission-denied");
     let end = Instant::now() + Duration::from_secs(5);
     while !nobody
         .stderr
