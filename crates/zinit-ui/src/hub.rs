@@ -83,6 +83,9 @@ struct State {
 /// The shared link to the server.
 #[derive(Debug)]
 pub struct Hub {
+    /// Random per process: a page that sees another one reloads (its CSRF
+    /// token and session belong to the old process).
+    instance: String,
     socket: PathBuf,
     state: Mutex<State>,
     tx: broadcast::Sender<Arc<Msg>>,
@@ -156,6 +159,7 @@ impl Hub {
         let conn = json!({"up": false, "message": "connecting…", "denied": false,
                           "socket": socket.display().to_string()});
         Arc::new(Self {
+            instance: crate::auth::random_hex(8).unwrap_or_default(),
             socket,
             state: Mutex::new(State {
                 conn,
@@ -186,6 +190,11 @@ impl Hub {
         }));
     }
 
+    /// This process's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Everything a page shows now, and the changes from here on.
     pub fn subscribe(&self) -> (Msg, broadcast::Receiver<Arc<Msg>>) {
         let st = self.lock();
@@ -195,6 +204,7 @@ impl Hub {
             "stats": st.stats,
             "shutdown": st.shutdown.as_ref().map(ShutdownView::json),
             "now": now_ms(),
+            "instance": self.instance,
         });
         let rx = self.tx.subscribe();
         (

@@ -137,13 +137,13 @@ async fn index(
             return response;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        return (StatusCode::UNAUTHORIZED, page(secrets, true, "wrong token")).into_response();
+        return (StatusCode::UNAUTHORIZED, page(&app, true, "wrong token")).into_response();
     }
     let login = !secrets.logged_in(&headers);
-    page(secrets, login, "").into_response()
+    page(&app, login, "").into_response()
 }
 
-fn page(secrets: &Secrets, login: bool, error: &str) -> Html<String> {
+fn page(app: &App, login: bool, error: &str) -> Html<String> {
     let escape = |s: &str| {
         s.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -151,7 +151,8 @@ fn page(secrets: &Secrets, login: bool, error: &str) -> Html<String> {
     };
     Html(
         INDEX_HTML
-            .replace("{{CSRF}}", &escape(&secrets.csrf))
+            .replace("{{CSRF}}", &escape(&app.secrets.csrf))
+            .replace("{{INSTANCE}}", &escape(app.hub.instance()))
             .replace("{{LOGIN}}", if login { "1" } else { "0" })
             .replace("{{LOGIN_ERROR}}", &escape(error)),
     )

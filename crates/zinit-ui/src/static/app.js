@@ -270,9 +270,16 @@ function openStream() {
   source.onerror = () => {
     state.streamUp = false;
     renderConnection();
-    if (source.readyState === EventSource.CLOSED) setTimeout(openStream, 2000);
+    // CLOSED means zinit_ui answered with an error (a login is needed, say):
+    // load the page again. Otherwise the browser reconnects by itself.
+    if (source.readyState === EventSource.CLOSED) setTimeout(() => window.location.reload(), 2000);
   };
-  on('snapshot', (s) => { state.streamUp = true; applySnapshot(s); });
+  on('snapshot', (s) => {
+    // Another zinit_ui process: this page's CSRF token and session are void.
+    if (s.instance !== meta('instance')) { window.location.reload(); return; }
+    state.streamUp = true;
+    applySnapshot(s);
+  });
   on('connection', (conn) => {
     state.conn = conn;
     if (!conn.up) {
