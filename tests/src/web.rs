@@ -656,6 +656,19 @@ impl Drop for Browser {
                 Duration::from_secs(10),
             );
         }
+        // Let chromedriver end (and reap Chromium) by itself, then make sure.
+        let _ = http(
+            &self.addr,
+            "GET",
+            "/shutdown",
+            &[],
+            None,
+            Duration::from_secs(5),
+        );
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && matches!(self.driver.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
