@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use zinit_process::spawn::Output;
 use zinit_process::{Cgroup, CgroupRoot, Child, Command};
 
+pub mod web;
+
 /// A unique tag for one test's processes, and a scratch directory.
 #[derive(Debug)]
 pub struct Tag {
@@ -566,6 +568,8 @@ pub fn workspace_bin(name: &str) -> PathBuf {
             "zinit_server",
             "--bin",
             "zinit",
+            "--bin",
+            "zinit_ui",
         ]);
         let status = command.status().expect("run cargo build");
         assert!(status.success(), "building zinit_server and zinit");

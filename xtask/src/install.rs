@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 /// The binaries that get installed.
-pub const BINARIES: &[&str] = &["zinit_server", "zinit"];
+pub const BINARIES: &[&str] = &["zinit_server", "zinit", "zinit_ui"];
 
 /// Builds the release binaries (with the fixture when `fixture`); returns
 /// the directory they are in.
@@ -38,6 +38,8 @@ pub fn build_release(fixture: bool) -> Result<PathBuf> {
         "zinit_server",
         "--bin",
         "zinit",
+        "--bin",
+        "zinit_ui",
     ];
     if fixture {
         args.extend(["--bin", "zinit-fixture"]);

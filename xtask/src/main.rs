@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Starts a small stack of real process trees and shuts it down with live progress.
-    Demo,
+    Demo(demo::Args),
     /// Everything a reviewer runs: fmt --check, clippy -D warnings, the whole test suite.
     Test,
     /// Benchmarks that print numbers against a baseline measured in the same run.
@@ -33,7 +33,7 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Task::Demo => demo::run(),
+        Task::Demo(args) => demo::run(args),
         Task::Test => test::run(),
         Task::Bench(args) => bench::run(args),
         Task::Install(args) => install::run(args),
