@@ -314,6 +314,27 @@ pub fn tagged_trees(tag: &str) -> Vec<i32> {
     all
 }
 
+/// SIGKILLs one process (found by the caller, by its tag) and waits
+/// (bounded) until it is gone or a zombie.
+pub fn reap_pid(pid: i32) {
+    if let Some(id) = zinit_process::ProcessId::of(pid)
+        && let Ok(handle) = zinit_process::ProcessHandle::open(id)
+    {
+        let _ = handle.signal(zinit_process::Signal::SIGKILL);
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while handle_alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn handle_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
 /// Kills every process carrying `tag`, and their descendants (thawing and
 /// continuing them first), and waits, bounded, until none is left.
 pub fn reap_tagged(tag: &str, bound: Duration) {

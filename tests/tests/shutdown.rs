@@ -55,6 +55,8 @@ struct NsReport {
     server_exit: Option<i32>,
     server_exit_t: u64,
     survivors: Vec<String>,
+    /// Impostors (processes given a recorded pid) still alive at the end.
+    impostors_alive: Vec<i32>,
 }
 
 /// One scenario's world: a config directory, a server in its own namespaces.
@@ -64,6 +66,9 @@ struct Lab {
     socket: PathBuf,
     report: PathBuf,
     init: Option<std::process::Child>,
+    /// Set for crash scenarios: the namespace's init starts the server again
+    /// each time it died and this file appears.
+    restart: Option<PathBuf>,
 }
 
 impl Lab {
@@ -80,6 +85,7 @@ impl Lab {
             socket,
             report,
             init: None,
+            restart: None,
         }
     }
 
@@ -117,6 +123,12 @@ impl Lab {
             .arg(&self.report);
         for extra in extras {
             command.arg("--spawn").arg(extra);
+        }
+        if let Some(file) = &self.restart {
+            command.arg("--restart-when").arg(file);
+            command
+                .arg("--impostor")
+                .arg(format!("{} 1000", self.tag.program("sleep").display()));
         }
         command
             .arg("--")
@@ -235,6 +247,10 @@ impl Lab {
                 report.server_exit_t = f.get("t").and_then(|t| t.parse().ok()).unwrap_or(0);
             } else if line.starts_with("survivor") {
                 report.survivors.push(line.to_string());
+            } else if line.starts_with("impostor_alive") {
+                report
+                    .impostors_alive
+                    .extend(f.get("pid").and_then(|p| p.parse::<i32>().ok()));
             }
         }
         Ok(report)
@@ -261,6 +277,72 @@ impl Drop for Lab {
             let _ = init.kill();
             let _ = init.wait();
         }
+    }
+}
+
+impl Lab {
+    /// A lab whose server may be killed: the namespace's init starts it
+    /// again when asked (`restart`).
+    fn restartable(name: &str) -> Self {
+        let mut lab = Self::new(name);
+        lab.restart = Some(lab.tag.dir().join("restart"));
+        lab
+    }
+
+    /// SIGKILLs the server and waits (bounded) until it is gone.
+    fn kill_server(&self) -> Result<i32, String> {
+        let pid = server_host_pid(self)?;
+        if let Some(id) = zinit_process::ProcessId::of(pid)
+            && let Ok(handle) = zinit_process::ProcessHandle::open(id)
+        {
+            handle
+                .signal(zinit_process::Signal::SIGKILL)
+                .map_err(|e| e.to_string())?;
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.contains("zinit_server") && !s.contains(") Z "))
+        {
+            ensure!(Instant::now() < end, "the server survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(pid)
+    }
+
+    /// Asks the init to start the server again (giving `impostor_pid`, if
+    /// any, to a tagged `sleep` first) and waits until a new server answers.
+    fn restart_server(&self, old: i32, impostor_pid: Option<i32>) -> Outcome {
+        let file = self.restart.as_ref().ok_or("not a restartable lab")?;
+        let text = impostor_pid.map(|p| p.to_string()).unwrap_or_default();
+        std::fs::write(file, text).map_err(|e| e.to_string())?;
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(pid) = find_server_pid(self)
+                && pid != old
+                && self.cli(&["info"]).code == 0
+            {
+                return Ok(String::new());
+            }
+            ensure!(
+                Instant::now() < end,
+                "no new server answered within 15 s: {}; the namespace says: {}",
+                self.server_log(),
+                std::fs::read_to_string(&self.report).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `zinit --json status NAME`.
+    fn status(&self, name: &str) -> Value {
+        let out = self.cli(&["--json", "status", name]);
+        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The takeover report of `zinit --json info`.
+    fn takeover(&self) -> Value {
+        let out = self.cli(&["--json", "info"]);
+        serde_json::from_str::<Value>(&out.stdout).unwrap_or(Value::Null)["takeover"].clone()
     }
 }
 
@@ -334,6 +416,404 @@ fn signals_match_logs(events: &[Value], logs: &[LogLine]) -> Result<usize, Strin
 }
 
 // ----- scenarios -----------------------------------------------------------
+
+/// Counts the `start` lines of a fixture log: how many processes it started.
+fn starts(lab: &Lab, service: &str) -> usize {
+    lab.log(service)
+        .iter()
+        .filter(|l| l.kind == "start")
+        .count()
+}
+
+/// A server SIGKILLed with services up (process trees, a port holder, a
+/// plain sleep, a job) and started again: nothing runs twice, every unit is
+/// adopted with the same main process, and the next shutdown stops the
+/// adopted units gracefully with nothing left. Without cgroups, one
+/// recorded pid is given to another process meanwhile, which must never be
+/// signalled (and its service is started again).
+fn a_killed_server_is_taken_over(cgroups: bool) -> Outcome {
+    let mut lab = Lab::restartable(if cgroups { "sd-crash" } else { "sd-crash-pg" });
+    let port = if cgroups { 18091 } else { 18092 };
+    lab.service("tree", "--width 2 --depth 2", "");
+    lab.service(
+        "holder",
+        &format!("--tcp {port}"),
+        &format!("ports: [{port}]\n"),
+    );
+    let sleep = lab.tag.program("sleep").display().to_string();
+    std::fs::write(lab.conf.join("plain.yaml"), format!("exec: {sleep} 1000\n"))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        lab.conf.join("victim.yaml"),
+        format!("exec: {sleep} 1001\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let env: &[(&str, &str)] = if cgroups {
+        &[]
+    } else {
+        &[("ZINIT_CGROUP", "off")]
+    };
+    lab.start(&[], env)?;
+    let info = lab.cli(&["--json", "info"]).json();
+    ensure!(
+        info["cgroups"] == cgroups,
+        "cgroup mode {cgroups} expected: {info}"
+    );
+    lab.wait_running(&["tree", "holder", "plain", "victim"])?;
+    lab.wait_started("tree", 5)?;
+    lab.wait_started("holder", 1)?;
+    let job_log = lab.log_path("job");
+    let out = lab.cli(&[
+        "job",
+        "run",
+        "--",
+        FIXTURE,
+        "--tag",
+        lab.tag.as_str(),
+        "--log",
+        &job_log.display().to_string(),
+        "--width",
+        "1",
+    ]);
+    ensure!(out.code == 0, "job run: {}{}", out.stdout, out.stderr);
+    let job = out.stdout.trim().to_string();
+    lab.wait_started("job", 2)?;
+    let names = ["tree", "holder", "plain", job.as_str()];
+    let before: Vec<Value> = names.iter().map(|n| lab.status(n)["pid"].clone()).collect();
+    let victim = lab.status("victim")["pid"].as_i64().ok_or("victim pid")? as i32;
+
+    let old = lab.kill_server()?;
+    let impostor = if cgroups {
+        None
+    } else {
+        // The victim dies while no server runs, and its pid goes to another
+        // process (the namespace's init gives it to a tagged sleep).
+        let host = zinit_tests::tagged_pids(lab.tag.as_str())
+            .into_iter()
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.contains("1001"))
+            })
+            .ok_or("the victim's process")?;
+        zinit_tests::reap_pid(host);
+        Some(victim)
+    };
+    lab.restart_server(old, impostor)?;
+
+    let takeover = lab.takeover();
+    for name in names {
+        ensure!(
+            takeover["adopted"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == name)),
+            "{name} was not adopted: {takeover}"
+        );
+    }
+    for (name, pid) in names.iter().zip(&before) {
+        let now = lab.status(name);
+        ensure!(
+            now["pid"] == *pid && now["adopted"] == true,
+            "{name} is not the same process: before {pid}, now {now}"
+        );
+    }
+    ensure!(starts(&lab, "tree") == 5, "tree started again");
+    ensure!(starts(&lab, "holder") == 1, "holder started again");
+    ensure!(starts(&lab, "job") == 2, "the job started again");
+    if let Some(impostor) = impostor {
+        ensure!(
+            !takeover["adopted"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == "victim")),
+            "a service whose recorded pid was reused was adopted: {takeover}"
+        );
+        lab.wait_running(&["victim"])?;
+        let now = lab.status("victim")["pid"].as_i64().unwrap_or(0) as i32;
+        ensure!(
+            now != impostor,
+            "the victim's recorded pid (now another process) was taken as its own"
+        );
+    }
+    let (code, events) = lab.shutdown(&[]);
+    for name in names {
+        let stopped = kind(&events, "unit_stopped")
+            .find(|e| e["unit"] == name)
+            .ok_or_else(|| format!("{name} was not stopped by the shutdown"))?;
+        ensure!(
+            stopped["outcome"] == "graceful",
+            "{name} was not stopped gracefully: {stopped}"
+        );
+    }
+    let report = expect_clean_end(&mut lab, code, &events, 0)?;
+    if let Some(impostor) = impostor {
+        ensure!(
+            report.impostors_alive.contains(&impostor),
+            "the process that took the recorded pid {impostor} was signalled"
+        );
+    }
+    Ok(format!(
+        "{} units adopted with their pids, none started twice{}",
+        names.len(),
+        if impostor.is_some() {
+            "; a reused pid was left alone"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// A supervisor task that dies (a test hook makes it panic) ends the server
+/// at once with code 5, its units still running; the next server adopts
+/// them.
+fn a_dead_supervisor_ends_the_server_and_the_next_takes_over() -> Outcome {
+    let mut lab = Lab::restartable("sd-headless");
+    lab.service("keep", "--width 2", "");
+    lab.service("boom", "", "");
+    lab.start_with(
+        &hooked_server()?,
+        &[],
+        &[("ZINIT_TEST_PANIC_ON_START", "boom")],
+    )?;
+    lab.wait_running(&["keep"])?;
+    lab.wait_started("keep", 3)?;
+    let before = lab.status("keep")["pid"].clone();
+    let old = server_host_pid(&lab)?;
+    let answer = lab.cli(&["start", "boom"]);
+    ensure!(
+        answer.code != 0,
+        "start answered although the supervisor died"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while find_server_pid(&lab) == Some(old) {
+        ensure!(
+            Instant::now() < end,
+            "the server went on without its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(
+        zinit_tests::tagged_pids(lab.tag.as_str()).len() >= 3,
+        "the units did not keep running"
+    );
+    lab.restart_server(old, None)?;
+    let now = lab.status("keep");
+    ensure!(
+        now["pid"] == before && now["adopted"] == true,
+        "keep was not adopted: {now}"
+    );
+    ensure!(starts(&lab, "keep") == 3, "keep was started again");
+    let (code, events) = lab.shutdown(&[]);
+    expect_clean_end(&mut lab, code, &events, 0)?;
+    let report = std::fs::read_to_string(&lab.report).unwrap_or_default();
+    ensure!(
+        report.contains("server_exit code=5"),
+        "the first server did not exit with 5: {report}"
+    );
+    Ok("exit 5 with the units running; the next server adopted them".into())
+}
+
+/// The cgroup path of a process, under the v2 mount.
+fn cgroup_dir_of(pid: i32) -> Result<PathBuf, String> {
+    let rel = zinit_process::Cgroup::of_process(pid).ok_or("no cgroup")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .ok_or("no cgroup2 mount")?;
+    Ok(mount.join(rel.trim_start_matches('/')))
+}
+
+/// A server SIGKILLed between freezing a unit and killing it (a test hook
+/// holds the escalation there): the next server thaws the cgroup, adopts
+/// the unit, and the shutdown kills it at its timeout.
+fn a_server_killed_mid_escalation_leaves_nothing_frozen() -> Outcome {
+    let mut lab = Lab::restartable("sd-frozen");
+    lab.service(
+        "stubborn",
+        "--width 2 --ignore-term all",
+        "stop_timeout_ms: 300\n",
+    );
+    let wedge = lab.tag.dir().join("wedge");
+    std::fs::write(&wedge, "").map_err(|e| e.to_string())?;
+    let wedge_text = wedge.display().to_string();
+    lab.start_with(
+        &hooked_server()?,
+        &[],
+        &[
+            ("ZINIT_TEST_WEDGE", "after-freeze"),
+            ("ZINIT_TEST_WEDGE_WHILE", &wedge_text),
+        ],
+    )?;
+    ensure!(
+        lab.cli(&["--json", "info"]).json()["cgroups"] == true,
+        "the freezer needs cgroup mode"
+    );
+    lab.wait_running(&["stubborn"])?;
+    lab.wait_started("stubborn", 3)?;
+    let host = zinit_tests::tagged_pids(lab.tag.as_str())
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("ignore-term"))
+        })
+        .ok_or("a stubborn process")?;
+    let cgroup = cgroup_dir_of(host)?;
+    let mut stop = Command::new(bin("zinit"))
+        .arg("--socket")
+        .arg(&lab.socket)
+        .args(["stop", "stubborn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let frozen = |c: &Path| {
+        std::fs::read_to_string(c.join("cgroup.events")).is_ok_and(|e| e.contains("frozen 1"))
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !frozen(&cgroup) {
+        ensure!(Instant::now() < end, "the unit was never frozen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let old = lab.kill_server()?;
+    let _ = stop.kill();
+    let _ = stop.wait();
+    std::fs::remove_file(&wedge).map_err(|e| e.to_string())?;
+    ensure!(frozen(&cgroup), "frozen when the server died");
+    lab.restart_server(old, None)?;
+    ensure!(
+        !frozen(&cgroup),
+        "the cgroup is still frozen after the takeover"
+    );
+    let takeover = lab.takeover();
+    ensure!(
+        takeover["thawed"].as_u64().unwrap_or(0) >= 1,
+        "the takeover does not say it thawed: {takeover}"
+    );
+    let (code, events) = lab.shutdown(&[]);
+    expect_clean_end(&mut lab, code, &events, 0)?;
+    Ok("frozen by a server killed mid-escalation; thawed and stopped by the next".into())
+}
+
+/// A server SIGKILLed 0.3 s into a shutdown of stubborn trees: the next
+/// server finishes the shutdown (no client needed) within the old deadline,
+/// nothing is left, and it exits as the old one would have.
+fn a_server_killed_mid_shutdown_is_finished_by_the_next() -> Outcome {
+    let mut lab = Lab::restartable("sd-midway");
+    for name in ["a", "b"] {
+        lab.service(
+            name,
+            "--width 2 --depth 2 --ignore-term all",
+            "shutdown_timeout: 3\n",
+        );
+    }
+    lab.start(&[], &[])?;
+    lab.wait_running(&["a", "b"])?;
+    lab.wait_started("a", 5)?;
+    lab.wait_started("b", 5)?;
+    let requested = Instant::now();
+    let client = Command::new(bin("zinit"))
+        .arg("--socket")
+        .arg(&lab.socket)
+        .args(["--json", "shutdown"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(300));
+    let old = lab.kill_server()?;
+    let out = client.wait_with_output().map_err(|e| e.to_string())?;
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    ensure!(
+        kind(&events, "unit_stopping").count() == 2 && summary(&events).is_err(),
+        "the crash was not in the middle of the shutdown: {events:?}"
+    );
+    ensure!(
+        out.status.code() == Some(7),
+        "the client did not say the stream was cut: {:?}",
+        out.status
+    );
+    lab.restart_server(old, None)?;
+    ensure!(
+        lab.takeover()["finishing_shutdown"] == true,
+        "the new server does not say it finishes the shutdown"
+    );
+    let report = lab.finish()?;
+    let total = requested.elapsed();
+    ensure!(
+        report.server_exit == Some(0),
+        "the new server exited {:?}; {}",
+        report.server_exit,
+        lab.server_log()
+    );
+    ensure!(
+        report.survivors.is_empty(),
+        "survivors: {:?}",
+        report.survivors
+    );
+    ensure!(
+        total < Duration::from_secs(32),
+        "done {:.1}s after the request",
+        total.as_secs_f64()
+    );
+    ensure!(
+        !lab.socket.with_extension("sock.state").exists(),
+        "the record outlived the shutdown"
+    );
+    Ok(format!(
+        "killed 0.3 s in; the next server finished, done {:.1}s after the request",
+        total.as_secs_f64()
+    ))
+}
+
+/// A service whose file changed while no server ran: the next server stops
+/// the old processes and starts the new command.
+fn a_changed_service_is_replaced_after_a_crash() -> Outcome {
+    let mut lab = Lab::restartable("sd-changed");
+    lab.service("web", "--width 1 -- version-one", "");
+    lab.start(&[], &[])?;
+    lab.wait_running(&["web"])?;
+    lab.wait_started("web", 2)?;
+    let before = lab.status("web")["pid"].clone();
+    let old = lab.kill_server()?;
+    lab.service("web", "--width 1 -- version-two", "");
+    lab.restart_server(old, None)?;
+    let takeover = lab.takeover();
+    ensure!(
+        takeover["stopped"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == "web")),
+        "the changed unit was not stopped: {takeover}"
+    );
+    lab.wait_running(&["web"])?;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = lab.status("web");
+        let replaced = now["pid"] != before
+            && now["command"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|a| a == "version-two"));
+        if replaced {
+            break;
+        }
+        ensure!(Instant::now() < end, "web was not replaced: {now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(
+        lab.log("web")
+            .iter()
+            .any(|l| l.kind == "signal" && l.sig.as_deref() == Some("SIGTERM")),
+        "the old web was not stopped with its signal"
+    );
+    let (code, events) = lab.shutdown(&[]);
+    expect_clean_end(&mut lab, code, &events, 0)?;
+    Ok("the old instance stopped with SIGTERM, the new one started".into())
+}
 
 /// Programs we did not write, with dependencies: nginx in front of python,
 /// both and a shell worker on redis, a sleep and a shell without a trap on
@@ -987,22 +1467,28 @@ fn a_dry_run_stops_nothing() -> Outcome {
     Ok("the plan and sweep targets were shown; nothing stopped until the real shutdown".into())
 }
 
-/// The server's pid as this (outer) PID namespace sees it.
-fn server_host_pid(lab: &Lab) -> Result<i32, String> {
+/// The server's pid as this (outer) PID namespace sees it, if one runs.
+fn find_server_pid(lab: &Lab) -> Option<i32> {
     let socket = lab.socket.display().to_string();
+    let table = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Full).ok()?;
+    table
+        .iter()
+        .find(|p| p.comm == "zinit_server" && p.cmdline.contains(&socket))
+        .map(|p| p.pid)
+}
+
+/// The server's pid as this (outer) PID namespace sees it (waiting up to
+/// 5 s for one).
+fn server_host_pid(lab: &Lab) -> Result<i32, String> {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let table = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Full)
-            .map_err(|e| e.to_string())?;
-        if let Some(p) = table
-            .iter()
-            .find(|p| p.comm == "zinit_server" && p.cmdline.contains(&socket))
-        {
-            return Ok(p.pid);
+        if let Some(pid) = find_server_pid(lab) {
+            return Ok(pid);
         }
         ensure!(
             Instant::now() < end,
-            "no zinit_server with {socket} in its argv"
+            "no zinit_server with {} in its argv",
+            lab.socket.display()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1016,6 +1502,29 @@ fn now_ns() -> u64 {
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let scenarios: Vec<Scenario> = vec![
+        ("a killed server is taken over (cgroups)", || {
+            a_killed_server_is_taken_over(true)
+        }),
+        (
+            "a killed server is taken over (no cgroups, pid reuse)",
+            || a_killed_server_is_taken_over(false),
+        ),
+        (
+            "killed mid-escalation: nothing stays frozen",
+            a_server_killed_mid_escalation_leaves_nothing_frozen,
+        ),
+        (
+            "killed mid-shutdown: the next server finishes it",
+            a_server_killed_mid_shutdown_is_finished_by_the_next,
+        ),
+        (
+            "a changed service is replaced after a crash",
+            a_changed_service_is_replaced_after_a_crash,
+        ),
+        (
+            "a dead supervisor ends the server; the next takes over",
+            a_dead_supervisor_ends_the_server_and_the_next_takes_over,
+        ),
         (
             "real programs (sleep, sh, python, nginx, redis)",
             real_programs,

@@ -227,6 +227,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .server_info(pb::ServerInfoRequest {})
                 .await?
                 .into_inner();
+            let takeover = info.takeover.clone().unwrap_or_default();
             if json {
                 print_json(&json!({
                     "pid": info.pid,
@@ -235,6 +236,14 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     "config_dir": info.config_dir,
                     "cgroups": info.cgroups,
                     "socket": info.socket,
+                    "takeover": {
+                        "from_pid": (takeover.from_pid != 0).then_some(takeover.from_pid),
+                        "adopted": takeover.adopted,
+                        "stopped": takeover.stopped,
+                        "thawed": takeover.thawed,
+                        "finishing_shutdown": takeover.finishing_shutdown,
+                        "notes": takeover.notes,
+                    },
                 }));
             } else {
                 println!("zinit_server {} (pid {})", info.version, info.pid);
@@ -248,6 +257,23 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                         "no (process groups)"
                     }
                 );
+                if takeover.from_pid != 0 || !takeover.adopted.is_empty() {
+                    println!(
+                        "  took over from pid {}: adopted {}; stopped {}; thawed {}{}",
+                        takeover.from_pid,
+                        list_or_none(&takeover.adopted),
+                        list_or_none(&takeover.stopped),
+                        takeover.thawed,
+                        if takeover.finishing_shutdown {
+                            "; finishing its shutdown"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                for note in &takeover.notes {
+                    println!("  note: {note}");
+                }
             }
         }
         Command::Completions { .. } => unreachable!("handled before connecting"),
@@ -455,4 +481,12 @@ async fn run_job(
         }
     }
     Ok(code::OK)
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }

@@ -78,6 +78,7 @@ pub fn unit_json(unit: &pb::Unit) -> Value {
         "oneshot": unit.oneshot,
         "config_errors": unit.config_errors,
         "job_source": (!unit.job_source.is_empty()).then_some(&unit.job_source),
+        "adopted": unit.adopted,
     })
 }
 

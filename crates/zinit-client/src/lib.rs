@@ -19,8 +19,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(path) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     if uid == 0 {
         return PathBuf::from("/run/zinit.sock");
     }

@@ -105,6 +105,49 @@ impl CgroupRoot {
         Some(Self { dir })
     }
 
+    /// The unit cgroup directory another server left at `path`, to take
+    /// its units over; `None` if it is not a directory.
+    pub fn existing(path: impl Into<PathBuf>) -> Option<Self> {
+        let dir = path.into();
+        dir.is_dir().then_some(Self { dir })
+    }
+
+    /// `zinit.PID` directories beside this one whose server is gone (no
+    /// process has that pid, or it is not a zinit server), empty or not.
+    pub fn orphaned_siblings(&self) -> Vec<Self> {
+        let Some(parent) = self.dir.parent() else {
+            return Vec::new();
+        };
+        fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != self.dir)
+            .filter_map(|e| {
+                let name = e.file_name();
+                let pid = name.to_str()?.strip_prefix("zinit.")?.parse::<u32>().ok()?;
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                (!comm.trim().starts_with("zinit")).then(|| Self { dir: e.path() })
+            })
+            .collect()
+    }
+
+    /// Thaws every unit cgroup here (and the directory itself): a server
+    /// that died between freezing and killing leaves them frozen. Returns
+    /// how many were frozen.
+    pub fn thaw_all(&self) -> usize {
+        let mut thawed = 0;
+        let mut all: Vec<Cgroup> = self.units().into_iter().map(|(_, c)| c).collect();
+        all.push(Cgroup::at(&self.dir));
+        for cgroup in all {
+            if fs::read_to_string(cgroup.path.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1")
+            {
+                thawed += usize::from(cgroup.set_frozen(false).is_ok());
+            }
+        }
+        thawed
+    }
+
     /// The directory that holds this process's unit cgroups.
     pub fn path(&self) -> &Path {
         &self.dir

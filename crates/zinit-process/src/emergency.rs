@@ -6,7 +6,7 @@
 use crate::handle::{ProcessHandle, ProcessId};
 use crate::proc_table::{Detail, ProcessTable};
 use crate::signal::Signal;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Ends this process at once with `code`: no exit handlers, no flushing,
@@ -15,14 +15,14 @@ pub fn exit_now(code: i32) -> ! {
     crate::sys::exit_now(code)
 }
 
-/// SIGKILLs every process in the unit cgroups under `cgroup_root` (one
+/// SIGKILLs every process in the unit cgroups under `cgroup_dirs` (one
 /// `cgroup.kill` each) and every descendant of this process (a child
 /// subreaper's descendants include the double-forked daemons it adopted),
 /// re-reading a few times for processes forked meanwhile.
-pub fn kill_everything_below(cgroup_root: Option<&Path>) {
-    if let Some(root) = cgroup_root {
-        for dir in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            let _ = crate::Cgroup::at(dir.path()).kill();
+pub fn kill_everything_below(cgroup_dirs: &[PathBuf]) {
+    for dir in cgroup_dirs {
+        for (_, cgroup) in crate::cgroup::unit_cgroups(dir) {
+            let _ = cgroup.kill();
         }
     }
     let me = std::process::id() as i32;

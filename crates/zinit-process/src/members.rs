@@ -68,6 +68,33 @@ impl Members {
         }
     }
 
+    /// The members of a unit taken over from a server that is gone: its
+    /// main process, its cgroup, and the identities recorded for it (each
+    /// still needs its start time to match before it counts).
+    pub fn adopted(root: ProcessId, cgroup: Option<Cgroup>, recorded: Vec<ProcessId>) -> Self {
+        let members = Self::new(root, cgroup);
+        members
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(recorded);
+        members
+    }
+
+    /// Every identity recorded as a member so far (what a later server
+    /// needs to find the unit's processes without a cgroup).
+    pub fn recorded(&self) -> Vec<ProcessId> {
+        let mut out: Vec<ProcessId> = self
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        out.sort_unstable_by_key(|id| id.pid);
+        out
+    }
+
     /// The members of a spawned child's unit.
     pub fn of_child(child: &crate::Child) -> Self {
         Self::new(child.id(), child.cgroup().cloned())

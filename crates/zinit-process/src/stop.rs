@@ -525,6 +525,7 @@ impl<'a> Run<'a> {
         let cgroup = self.members.cgroup().cloned();
         if let Some(cgroup) = &cgroup {
             let _ = cgroup.freeze(Duration::from_millis(500)).await;
+            test_hooks::maybe_wedge("after-freeze").await;
             self.rescan().await?;
         } else {
             // SIGSTOP from the top down, so no parent replaces a stopped
@@ -607,4 +608,30 @@ impl<'a> Run<'a> {
         out.sort_unstable_by_key(|l| l.pid);
         out
     }
+}
+
+/// A fault hook for the crash-safety tests, compiled into debug builds only
+/// (never into a release): `ZINIT_TEST_WEDGE=after-freeze` makes an
+/// escalation hang between freezing and killing (while the file named by
+/// `ZINIT_TEST_WEDGE_WHILE` exists, if set), so a test can kill the server
+/// at that moment.
+mod test_hooks {
+    #[cfg(debug_assertions)]
+    pub async fn maybe_wedge(step: &str) {
+        if std::env::var("ZINIT_TEST_WEDGE").is_ok_and(|s| s == step) {
+            tracing::warn!("test hook: wedging the stop at {step}");
+            // With ZINIT_TEST_WEDGE_WHILE=FILE, only while FILE exists.
+            match std::env::var_os("ZINIT_TEST_WEDGE_WHILE") {
+                Some(file) => {
+                    while std::path::Path::new(&file).exists() {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub async fn maybe_wedge(_step: &str) {}
 }

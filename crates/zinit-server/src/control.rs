@@ -79,6 +79,7 @@ impl Control for ControlService {
             config_dir: self.info.config_dir.display().to_string(),
             cgroups: self.sup.cgroup_root().is_some(),
             socket: self.info.socket.display().to_string(),
+            takeover: Some(convert::takeover(self.sup.takeover())),
         }))
     }
 

@@ -145,6 +145,7 @@ pub fn unit(status: UnitStatus) -> pb::Unit {
         oneshot: status.oneshot,
         config_errors: status.invalid,
         job_source,
+        adopted: status.adopted,
     }
 }
 
@@ -371,5 +372,17 @@ pub fn shutdown_event(event: ShutdownEvent) -> pb::ShutdownEvent {
     pb::ShutdownEvent {
         at: Some(duration(event.at)),
         kind: Some(kind),
+    }
+}
+
+/// What the server took over from a previous one.
+pub fn takeover(report: &zinit_supervisor::takeover::Takeover) -> pb::Takeover {
+    pb::Takeover {
+        from_pid: report.from_pid.unwrap_or(0) as u32,
+        adopted: report.adopted.clone(),
+        stopped: report.stopped.clone(),
+        thawed: report.thawed as u32,
+        finishing_shutdown: report.finishing_shutdown,
+        notes: report.notes.clone(),
     }
 }

@@ -11,7 +11,7 @@ mod signals;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use zinit_supervisor::{Host, Options, Supervisor};
 
 #[derive(Parser, Debug)]
@@ -135,14 +135,17 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         )),
         _ => None,
     };
-    let host = Host::prepare().context("preparing to supervise")?;
-    let mut options = Options::new(&args.config);
-    options.cgroups = host.cgroups();
-    let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", path.display()))?;
     }
+    let host = Host::prepare().context("preparing to supervise")?;
+    let mut options = Options::new(&args.config);
+    options.cgroups = host.cgroups();
+    options.record_file = Some(record_path(&socket));
+    let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    log_takeover(sup.takeover());
+    exit_if_headless(&sup, &socket, args.pid_file.clone());
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let controller =
         shutdown::ShutdownController::new(sup.clone(), socket.clone(), args.pid_file.clone());
@@ -168,6 +171,13 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
             None => "no cgroups (process groups)".to_string(),
         }
     );
+    if let Some(left) = sup.pending_shutdown() {
+        tracing::warn!(
+            "takeover: finishing the previous server's shutdown within {}",
+            humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
+        );
+        controller.start(left, false, None);
+    }
     let finished = controller.finished();
     let stop = async move {
         finished.await;
@@ -178,4 +188,56 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     controller.cleanup();
     served?;
     Ok(controller.exit_code())
+}
+
+/// The record a successor takes over from: beside the socket.
+fn record_path(socket: &std::path::Path) -> PathBuf {
+    let mut path = socket.as_os_str().to_owned();
+    path.push(".state");
+    PathBuf::from(path)
+}
+
+/// Says what was taken over from a previous server.
+fn log_takeover(report: &zinit_supervisor::takeover::Takeover) {
+    if report.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "takeover from a previous server (pid {}): adopted [{}], stopped [{}], thawed {} cgroup(s){}",
+        report
+            .from_pid
+            .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        report.adopted.join(", "),
+        report.stopped.join(", "),
+        report.thawed,
+        if report.finishing_shutdown {
+            ", finishing its shutdown"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The server exit code when the supervisor task died.
+const EXIT_SUPERVISOR_FAILED: i32 = 5;
+
+/// A server without its supervisor task must not go on answering while
+/// the units run unsupervised: it says why and exits at once, leaving the
+/// units and their record, so that whatever runs it (zinit_pid1, systemd)
+/// restarts it and the new server takes them over.
+fn exit_if_headless(sup: &Supervisor, socket: &std::path::Path, pid_file: Option<PathBuf>) {
+    let failed = sup.failed();
+    let emergency = sup.emergency_stop();
+    let socket = socket.to_path_buf();
+    tokio::spawn(async move {
+        let why = failed.await;
+        tracing::error!(
+            "{why}; exiting with code {EXIT_SUPERVISOR_FAILED}: the units keep running, and the next server takes them over"
+        );
+        let _ = std::fs::remove_file(&socket);
+        if let Some(path) = pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+        emergency.exit_now(EXIT_SUPERVISOR_FAILED);
+    });
 }

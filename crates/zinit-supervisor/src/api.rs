@@ -47,6 +47,9 @@ pub struct Options {
     pub log_lines: usize,
     /// Bytes of text kept per unit.
     pub log_bytes: usize,
+    /// Where the record a successor takes over from is kept (`None`: no
+    /// record, no takeover).
+    pub record_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             cgroups: None,
             log_lines: 10_000,
             log_bytes: 1024 * 1024,
+            record_file: None,
         }
     }
 }

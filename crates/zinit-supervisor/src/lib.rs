@@ -18,6 +18,7 @@ pub mod state;
 pub mod stats;
 pub mod stopping;
 mod supervisor;
+pub mod takeover;
 mod tasks;
 pub mod unit;
 

@@ -9,9 +9,12 @@ use crate::config::{ConfigErrors, ServiceConfig, load_dir};
 use crate::events::{Event, EventBus};
 use crate::logs::{Follower, LogHub, LogLine};
 use crate::stats::{StatsSampler, UnitStats};
+use crate::takeover::{RecordFile, Takeover};
 use crate::unit::UnitStatus;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use zinit_process::{CgroupRoot, Members, Signal};
 
@@ -19,6 +22,11 @@ use zinit_process::{CgroupRoot, Members, Signal};
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    adopted_roots: Arc<Vec<PathBuf>>,
+    takeover: Arc<Takeover>,
+    pending_shutdown: Option<Duration>,
+    /// The actor task, for the one who watches it (`failed`).
+    actor: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     hub: Arc<LogHub>,
     events: EventBus,
     stats: Arc<StatsSampler>,
@@ -39,6 +47,11 @@ impl Supervisor {
         for error in set.errors() {
             tracing::error!("{error}");
         }
+        let takeover = match &options.record_file {
+            Some(path) => crate::takeover::plan(path, options.cgroups.as_ref(), &set)
+                .map_err(SupervisorError::FailedPrecondition)?,
+            None => crate::takeover::TakeoverPlan::default(),
+        };
         let cgroups = options.cgroups.clone();
         let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes, 4096));
         let events = EventBus::default();
@@ -50,8 +63,16 @@ impl Supervisor {
             events.clone(),
             tx.clone(),
             set,
+            options.record_file.clone().map(RecordFile::new),
         );
-        tokio::spawn(actor.run(rx));
+        let adopted_roots = takeover
+            .roots
+            .iter()
+            .map(|r| r.path().to_path_buf())
+            .collect();
+        let report = Arc::new(takeover.report.clone());
+        let pending_shutdown = takeover.shutdown_left;
+        let actor = tokio::spawn(actor.run(rx, takeover));
         Ok(Self {
             tx,
             hub,
@@ -59,7 +80,70 @@ impl Supervisor {
             stats: Arc::new(StatsSampler::default()),
             config_dir: options.config_dir,
             cgroups,
+            adopted_roots: Arc::new(adopted_roots),
+            takeover: report,
+            pending_shutdown,
+            actor: Arc::new(std::sync::Mutex::new(Some(actor))),
         })
+    }
+
+    /// What this supervisor took over from a previous server.
+    pub fn takeover(&self) -> &Takeover {
+        &self.takeover
+    }
+
+    /// A shutdown the previous server had begun and this one must finish,
+    /// with what is left of its deadline.
+    pub fn pending_shutdown(&self) -> Option<Duration> {
+        self.pending_shutdown
+    }
+
+    /// Every unit cgroup directory: this supervisor's own, and those of
+    /// previous servers whose units it adopted.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .cgroups
+            .iter()
+            .map(|r| r.path().to_path_buf())
+            .collect();
+        dirs.extend(self.adopted_roots.iter().cloned());
+        dirs
+    }
+
+    /// Removes the cgroup directories once empty (at exit).
+    pub fn remove_cgroup_dirs(&self) {
+        if let Some(root) = &self.cgroups {
+            let _ = root.remove();
+        }
+        for dir in self.adopted_roots.iter() {
+            if let Some(root) = CgroupRoot::existing(dir.clone()) {
+                let _ = root.remove();
+            }
+        }
+    }
+
+    /// Resolves if the task that owns every unit ends (it never should: a
+    /// panic in it is a bug). The server must not go on without it.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let handle = self.actor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        async move {
+            match handle {
+                Some(handle) => match handle.await {
+                    Ok(()) => "the supervisor task ended".to_string(),
+                    Err(e) if e.is_panic() => {
+                        let panic = e.into_panic();
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "a panic".to_string());
+                        format!("the supervisor task panicked: {what}")
+                    }
+                    Err(e) => format!("the supervisor task failed: {e}"),
+                },
+                None => std::future::pending().await,
+            }
+        }
     }
 
     pub(crate) async fn ask<T>(

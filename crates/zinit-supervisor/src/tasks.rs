@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use zinit_process::spawn::ExitStatus;
 use zinit_process::watch::ExitWatcher;
-use zinit_process::{Members, ProcessHandle};
+use zinit_process::{Members, ProcessHandle, ProcessId};
 
 /// Waits for the main process to exit (reaping it), then for every other
 /// process of the instance to be gone.
@@ -29,8 +29,42 @@ pub(crate) async fn monitor(
     let _ = tx.send(Msg::MainExited {
         unit: unit.clone(),
         instance,
-        status,
+        status: Some(status),
     });
+    wait_empty(members, tx, unit, instance).await;
+}
+
+/// Watches an instance taken over from a previous server: its main process
+/// is not our child, so its exit is seen through a pidfd and its status is
+/// unknown; then every other process of it, as for any instance.
+pub(crate) async fn watch_adopted(
+    main: ProcessId,
+    members: Members,
+    tx: mpsc::UnboundedSender<Msg>,
+    unit: String,
+    instance: u64,
+) {
+    if let Ok(handle) = ProcessHandle::open(main)
+        && let Ok(mut watcher) = ExitWatcher::new()
+        && watcher.add(&handle).unwrap_or(false)
+    {
+        while handle.is_alive() {
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if watcher.wait(far).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = tx.send(Msg::MainExited {
+        unit: unit.clone(),
+        instance,
+        status: None,
+    });
+    wait_empty(members, tx, unit, instance).await;
+}
+
+/// Waits until every process of the instance is gone.
+async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: String, instance: u64) {
     loop {
         let left = members
             .scan_async(Duration::from_secs(2))

@@ -55,6 +55,9 @@ pub struct UnitStatus {
     pub oneshot: bool,
     /// For an invalid service file: every problem in it.
     pub invalid: Vec<String>,
+    /// Whether its processes were adopted from a previous server (its main
+    /// process's exit status will be unknown).
+    pub adopted: bool,
 }
 
 /// A running (or lingering) instance: one spawn of the unit's command.
@@ -126,6 +129,8 @@ pub(crate) struct Unit {
     pub backoff: Backoff,
     pub last_exit: Option<ExitStatus>,
     pub waiting_for: Vec<String>,
+    /// Its instance was adopted from a previous server.
+    pub adopted: bool,
 }
 
 impl Unit {
@@ -145,6 +150,7 @@ impl Unit {
             backoff: Backoff::default(),
             last_exit: None,
             waiting_for: Vec::new(),
+            adopted: false,
         }
     }
 
@@ -169,6 +175,7 @@ impl Unit {
             waiting_for: self.waiting_for.clone(),
             oneshot: self.config.oneshot,
             invalid: Vec::new(),
+            adopted: self.adopted && self.alive(),
         }
     }
 

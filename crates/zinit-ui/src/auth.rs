@@ -57,8 +57,7 @@ impl Secrets {
             session: random_hex(32).context("reading random bytes for the session")?,
             token,
             local,
-            // SAFETY: geteuid has no preconditions.
-            uid: unsafe { libc::geteuid() },
+            uid: nix::unistd::geteuid().as_raw(),
         })
     }
 
@@ -94,22 +93,11 @@ impl Secrets {
     }
 }
 
-/// `n` random bytes from the kernel, as hex.
+/// `n` random bytes from the kernel (`/dev/urandom`), as hex.
 pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
     let mut bytes = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        // SAFETY: the pointer and length describe the unfilled part of `bytes`.
-        let got = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), n - filled, 0) };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += got as usize;
-    }
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -127,7 +115,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn read_token_file(path: &Path) -> Result<Vec<u8>> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
         .open(path)
         .with_context(|| format!("opening the token file {}", path.display()))?;
     let meta = file
@@ -360,8 +348,7 @@ mod tests {
         let local = listener.local_addr().expect("addr");
         let client = std::net::TcpStream::connect(local).expect("connect");
         let peer = client.local_addr().expect("client addr");
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         assert_eq!(loopback_peer_uid(peer, local), Some(me));
         assert_eq!(
             loopback_peer_uid(local, peer),

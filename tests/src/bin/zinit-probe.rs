@@ -4,7 +4,13 @@
 //!
 //! `zinit-probe reaper --tag T --fixture PATH`
 //! `unshare --pid --fork --mount-proc zinit-probe pid-reuse --tag T --fixture PATH`
-//! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... -- SERVER ARGS`
+//! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... [--restart-when FILE [--impostor CMD]] -- SERVER ARGS`
+//!
+//! With `--restart-when FILE`, ns-init starts the server again each time it
+//! was killed by a signal and FILE appears (it removes FILE first); if the file holds a
+//! pid and `--impostor CMD` is given, it first makes CMD's process get that
+//! pid (through `ns_last_pid`), to prove that a recorded pid whose start
+//! time no longer matches is never touched.
 //!
 //! Prints `ok SCENARIO` and exits 0 when every check holds; panics (exit
 //! 101) with the failed check otherwise.
@@ -253,34 +259,52 @@ fn ns_init() -> i32 {
     }
     // Give extras a moment to bind their ports before the server starts.
     std::thread::sleep(Duration::from_millis(300));
-    let server = std::process::Command::new(&server_argv[0])
-        .args(&server_argv[1..])
-        .spawn()
-        .expect("spawn zinit_server");
-    let server_pid = server.id() as i32;
-    std::mem::forget(server);
-    lines.push(format!("server pid={server_pid}"));
-    let end = Instant::now() + Duration::from_secs(90);
-    let mut server_status = None;
-    while server_status.is_none() && Instant::now() < end {
-        let mut status = 0;
-        // SAFETY: plain waitpid on any child, with a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid == server_pid {
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            };
-            server_status = Some(code);
-        } else if pid <= 0 {
+    let restart_when = args[..split]
+        .windows(2)
+        .find(|w| w[0] == "--restart-when")
+        .map(|w| PathBuf::from(&w[1]));
+    let impostor_cmd = args[..split]
+        .windows(2)
+        .find(|w| w[0] == "--impostor")
+        .map(|w| w[1].clone());
+    let mut impostors: Vec<i32> = Vec::new();
+    loop {
+        let server = std::process::Command::new(&server_argv[0])
+            .args(&server_argv[1..])
+            .spawn()
+            .expect("spawn zinit_server");
+        let server_pid = server.id() as i32;
+        std::mem::forget(server);
+        lines.push(format!("server pid={server_pid}"));
+        let code = wait_for(server_pid, Duration::from_secs(90));
+        let t = zinit_tests_now_ns();
+        match code {
+            Some(code) => lines.push(format!("server_exit code={code} t={t}")),
+            None => {
+                lines.push(format!("server_timeout t={t}"));
+                break;
+            }
+        }
+        // Only a server that was killed, or whose supervisor died (5), is
+        // started again.
+        let died = code.is_some_and(|c| c > 128 || c == 5);
+        let Some(signal) = restart_when.as_ref().filter(|_| died) else {
+            break;
+        };
+        // Wait (bounded) for the test to ask for a restart.
+        let end = Instant::now() + Duration::from_secs(60);
+        while !signal.exists() && Instant::now() < end {
+            reap_all();
             std::thread::sleep(Duration::from_millis(5));
         }
-    }
-    let t = zinit_tests_now_ns();
-    match server_status {
-        Some(code) => lines.push(format!("server_exit code={code} t={t}")),
-        None => lines.push(format!("server_timeout t={t}")),
+        let Ok(text) = std::fs::read_to_string(signal) else {
+            break;
+        };
+        let _ = std::fs::remove_file(signal);
+        if let (Ok(pid), Some(cmd)) = (text.trim().parse::<i32>(), &impostor_cmd) {
+            impostors.push(spawn_with_pid(pid, cmd));
+            lines.push(format!("impostor pid={pid}"));
+        }
     }
     // Zombies of the server's children are re-parented to us: reap them first.
     loop {
@@ -291,7 +315,9 @@ fn ns_init() -> i32 {
         }
     }
     for (pid, state, cmdline) in namespace_processes() {
-        if state != 'Z' {
+        if impostors.contains(&pid) {
+            lines.push(format!("impostor_alive pid={pid} state={state}"));
+        } else if state != 'Z' {
             lines.push(format!("survivor pid={pid} state={state} cmd={cmdline}"));
         }
     }
@@ -311,6 +337,66 @@ fn ns_init() -> i32 {
         std::thread::sleep(Duration::from_millis(5));
     }
     0
+}
+
+/// Waits (bounded) for `pid`, our child, to exit, reaping every other
+/// child meanwhile; its exit code (128+N for a signal).
+fn wait_for(pid: i32, bound: Duration) -> Option<i32> {
+    let end = Instant::now() + bound;
+    while Instant::now() < end {
+        let mut status = 0;
+        // SAFETY: plain waitpid on any child, with a valid out-pointer.
+        let reaped = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if reaped == pid {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        } else if reaped <= 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    None
+}
+
+/// Reaps every exited child.
+fn reap_all() {
+    loop {
+        let mut status = 0;
+        // SAFETY: as above.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
+}
+
+/// Starts `cmd` so that its process gets `pid` (which must be free), by
+/// setting this PID namespace's `ns_last_pid` just below it.
+fn spawn_with_pid(pid: i32, cmd: &str) -> i32 {
+    let words = shlex::split(cmd).expect("an impostor command");
+    // The pid's old owner may still be a zombie of ours: reap it first.
+    let end = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+        reap_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("write ns_last_pid");
+        let child = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .spawn()
+            .expect("spawn the impostor");
+        let got = child.id() as i32;
+        std::mem::forget(child);
+        if got == pid {
+            return got;
+        }
+        // SAFETY: our own child, which took another pid.
+        unsafe { libc::kill(got, libc::SIGKILL) };
+    }
+    panic!("could not give pid {pid} to the impostor");
 }
 
 fn zinit_tests_now_ns() -> u64 {

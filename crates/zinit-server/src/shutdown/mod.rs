@@ -103,9 +103,7 @@ impl ShutdownController {
         if let Some(path) = &self.inner.pid_file {
             let _ = std::fs::remove_file(path);
         }
-        if let Some(root) = self.inner.sup.cgroup_root() {
-            let _ = root.remove();
-        }
+        self.inner.sup.remove_cgroup_dirs();
     }
 
     /// Starts the shutdown, or joins the running one (a join never changes

@@ -192,6 +192,7 @@ impl Actor {
             alive: true,
         });
         unit.last_exit = None;
+        unit.adopted = false;
         match config.test.clone() {
             Some(test) => {
                 self.set_state(
@@ -324,33 +325,43 @@ impl Actor {
         }
     }
 
-    pub(super) fn main_exited(&mut self, name: &str, instance: u64, status: ExitStatus) {
+    /// The main process ended. An adopted one's status is unknown
+    /// (`None`): it counts as a clean exit.
+    pub(super) fn main_exited(&mut self, name: &str, instance: u64, status: Option<ExitStatus>) {
         let Some(unit) = self.units.get_mut(name) else {
             return;
         };
         if unit.instance.as_ref().is_none_or(|i| i.id != instance) {
             return;
         }
-        unit.last_exit = Some(status);
+        unit.last_exit = status;
         if !matches!(unit.state, State::Starting | State::Running) {
             return;
         }
+        let success = status.is_none_or(ExitStatus::success);
         let restart = unit.wanted
             && match unit.config.restart.mode {
                 RestartMode::Always => true,
-                RestartMode::OnFailure => !status.success(),
+                RestartMode::OnFailure => !success,
                 RestartMode::Never => false,
             };
+        let why = match status {
+            Some(status) => format!("main process ended: {status}"),
+            None => {
+                "main process ended (exit status unknown: it was adopted from a previous server)"
+                    .to_string()
+            }
+        };
         if !restart {
-            let state = if status.success() {
+            let state = if success {
                 State::Exited
             } else {
                 State::Failed
             };
-            self.set_state(name, state, format!("main process ended: {status}"));
+            self.set_state(name, state, why);
             return;
         }
-        self.back_off(name, format!("main process ended: {status}"));
+        self.back_off(name, why);
     }
 
     pub(super) fn empty(&mut self, name: &str, instance: u64) {

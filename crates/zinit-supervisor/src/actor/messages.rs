@@ -41,8 +41,11 @@ pub(crate) enum Request {
     RunJob(JobSpec, Reply<String>),
     Members(Option<String>, Reply<Vec<(String, Members)>>),
     Configs(oneshot::Sender<Vec<Arc<ServiceConfig>>>),
-    /// Freeze intake; answer with every unit whose processes are alive.
-    BeginShutdown(oneshot::Sender<Vec<ShutdownUnit>>),
+    /// Freeze intake (recording the deadline, in ms since the Unix epoch);
+    /// answer with every unit whose processes are alive.
+    BeginShutdown(u64, oneshot::Sender<Vec<ShutdownUnit>>),
+    /// The shutdown is over: nothing is left for a successor.
+    ShutdownDone,
     /// Stop one unit for the shutdown.
     ShutdownStop(ShutdownStop),
 }
@@ -65,7 +68,8 @@ pub(crate) enum Msg {
     MainExited {
         unit: String,
         instance: u64,
-        status: ExitStatus,
+        /// `None` for an adopted process: not our child, its status is unknown.
+        status: Option<ExitStatus>,
     },
     Empty {
         unit: String,

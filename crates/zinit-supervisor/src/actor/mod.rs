@@ -15,6 +15,7 @@ mod lifecycle;
 pub(crate) mod messages;
 mod requests;
 mod shutdown;
+mod takeover;
 
 use crate::api::{StopResult, SupervisorError};
 use crate::config::{ConfigError, ConfigSet};
@@ -23,6 +24,7 @@ use crate::logs::LogHub;
 use crate::shutdown::UnitShutDown;
 use crate::state::State;
 use crate::stopping::UnitStopReport;
+use crate::takeover::{RecordFile, TakeoverPlan};
 use crate::unit::{Unit, UnitKind, UnitStatus};
 use messages::{Msg, Reply};
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +61,12 @@ pub(crate) struct Actor {
     last_stop: HashMap<String, UnitStopReport>,
     /// Set by the shutdown: no new starts, restarts or jobs.
     intake_frozen: bool,
+    /// The deadline of a running shutdown, in ms since the Unix epoch.
+    shutdown_deadline: Option<u64>,
+    /// The record a successor would take over from (`None`: none kept).
+    record_file: Option<RecordFile>,
+    /// Cgroup directories of previous servers whose units were adopted.
+    adopted_roots: Vec<PathBuf>,
 }
 
 impl Actor {
@@ -69,6 +77,7 @@ impl Actor {
         events: EventBus,
         tx: mpsc::UnboundedSender<Msg>,
         set: ConfigSet,
+        record_file: Option<RecordFile>,
     ) -> Self {
         let mut actor = Self {
             config_dir,
@@ -83,6 +92,9 @@ impl Actor {
             waiters: Waiters::default(),
             last_stop: HashMap::new(),
             intake_frozen: false,
+            shutdown_deadline: None,
+            record_file,
+            adopted_roots: Vec::new(),
         };
         for (name, config) in set.services {
             let mut unit = Unit::new(Arc::new(config), UnitKind::Service);
@@ -92,12 +104,21 @@ impl Actor {
         actor
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    /// Handles messages until every handle is gone. After each batch (what
+    /// arrived meanwhile is handled together), the record is saved if it
+    /// changed.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, takeover: TakeoverPlan) {
+        self.take_over(takeover);
         self.reconcile();
+        self.save_record();
         while let Some(msg) = rx.recv().await {
             self.handle(msg);
+            while let Ok(msg) = rx.try_recv() {
+                self.handle(msg);
+            }
             self.reconcile();
             self.answer_start_waiters();
+            self.save_record();
         }
     }
 
@@ -221,5 +242,6 @@ fn invalid_status(name: &str, errors: &[ConfigError]) -> UnitStatus {
         waiting_for: Vec::new(),
         oneshot: false,
         invalid: errors.iter().map(ToString::to_string).collect(),
+        adopted: false,
     }
 }

@@ -45,14 +45,21 @@ impl Actor {
             Request::Configs(reply) => {
                 let _ = reply.send(self.units.values().map(|u| u.config.clone()).collect());
             }
-            Request::BeginShutdown(reply) => {
+            Request::BeginShutdown(deadline, reply) => {
+                self.shutdown_deadline = Some(deadline);
                 let _ = reply.send(self.begin_shutdown());
+            }
+            Request::ShutdownDone => {
+                if let Some(file) = self.record_file.take() {
+                    file.remove();
+                }
             }
             Request::ShutdownStop(stop) => self.shutdown_stop(stop),
         }
     }
 
     fn start(&mut self, name: &str, wait: bool, reply: Reply<UnitStatus>) {
+        test_hooks::maybe_panic(name);
         if let Err(e) = self.admit(name) {
             let _ = reply.send(Err(e));
             return;
@@ -261,4 +268,19 @@ impl Actor {
             })
             .collect())
     }
+}
+
+/// A fault hook for the headless-supervisor test, compiled into debug builds
+/// only (never into a release): `ZINIT_TEST_PANIC_ON_START=NAME` makes the
+/// actor panic when asked to start NAME.
+mod test_hooks {
+    #[cfg(debug_assertions)]
+    pub fn maybe_panic(name: &str) {
+        if std::env::var("ZINIT_TEST_PANIC_ON_START").is_ok_and(|n| n == name) {
+            panic!("test hook: the actor panics on starting {name}");
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub fn maybe_panic(_name: &str) {}
 }

@@ -108,6 +108,56 @@ pub struct RunAs {
     pub shell: PathBuf,
 }
 
+impl ServiceConfig {
+    /// A digest of the file's text: a successor compares it with the file
+    /// it loaded to tell an unchanged service from a changed one.
+    pub fn digest(&self) -> String {
+        // FNV-1a, 64 bits: stable across builds, enough to see a change.
+        let hash = self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    /// A unit known only from a record (no file): its command and how to
+    /// stop it, nothing else.
+    pub fn recorded(
+        name: &str,
+        exec: Vec<String>,
+        stop_signal: Signal,
+        stop_timeout: Duration,
+        stop_mode: StopMode,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            file: PathBuf::new(),
+            source: String::new(),
+            exec,
+            test: None,
+            test_interval: Duration::from_millis(500),
+            test_timeout: Duration::from_secs(60),
+            oneshot: true,
+            after: Vec::new(),
+            stop_signal,
+            stop_timeout,
+            stop_command: None,
+            stop_mode,
+            log: LogConfig {
+                mode: LogMode::Ring,
+                file: None,
+            },
+            env: Vec::new(),
+            dir: None,
+            ports: Vec::new(),
+            process_filters: Vec::new(),
+            restart: RestartPolicy::default_for(true),
+            run_as: None,
+            limits: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// A validated service file.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

@@ -214,13 +214,13 @@ pub enum ShutdownEventKind {
 /// it takes no lock that the runtime could hold.
 #[derive(Debug, Clone)]
 pub struct EmergencyStop {
-    cgroup_root: Option<PathBuf>,
+    cgroup_dirs: Vec<PathBuf>,
 }
 
 impl EmergencyStop {
     /// SIGKILLs every process in the unit cgroups and below this process.
     pub fn kill_everything(&self) {
-        zinit_process::emergency::kill_everything_below(self.cgroup_root.as_deref());
+        zinit_process::emergency::kill_everything_below(&self.cgroup_dirs);
     }
 
     /// Ends this process at once with `code`: no exit handlers, no
@@ -243,7 +243,7 @@ impl Supervisor {
     /// The handle the deadline's watchdog kills with.
     pub fn emergency_stop(&self) -> EmergencyStop {
         EmergencyStop {
-            cgroup_root: self.cgroup_root().map(|r| r.path().to_path_buf()),
+            cgroup_dirs: self.cgroup_dirs(),
         }
     }
 
@@ -272,11 +272,7 @@ impl Supervisor {
                 spare.extend(found.iter().map(|m| m.id.pid));
             }
         }
-        let scope = SweepScope::new(
-            &configs,
-            self.cgroup_root().map(|r| r.path().to_path_buf()),
-            spare,
-        );
+        let scope = SweepScope::new(&configs, self.cgroup_dirs(), spare);
         let sweep = scope
             .targets_within(Duration::from_secs(2))
             .await
@@ -306,16 +302,19 @@ impl Supervisor {
             });
         };
         test_hooks::maybe_wedge("before-freeze").await;
-        let units =
-            match tokio::time::timeout(Duration::from_secs(5), self.ask(Request::BeginShutdown))
-                .await
-            {
-                Ok(Ok(units)) => units,
-                _ => {
-                    tracing::error!("shutdown: the supervisor did not hand over its units");
-                    Vec::new()
-                }
-            };
+        let deadline_ms = crate::takeover::unix_ms_in(deadline - Instant::now());
+        let units = match tokio::time::timeout(
+            Duration::from_secs(5),
+            self.ask(|reply| Request::BeginShutdown(deadline_ms, reply)),
+        )
+        .await
+        {
+            Ok(Ok(units)) => units,
+            _ => {
+                tracing::error!("shutdown: the supervisor did not hand over its units");
+                Vec::new()
+            }
+        };
         let configs = self.configs().await.unwrap_or_default();
         let mut summary = Summary::default();
         let timeout = deadline - start;
@@ -329,11 +328,7 @@ impl Supervisor {
         .await;
 
         test_hooks::maybe_wedge("before-sweep").await;
-        let scope = SweepScope::new(
-            &configs,
-            self.cgroup_root().map(|r| r.path().to_path_buf()),
-            options.spare.snapshot(),
-        );
+        let scope = SweepScope::new(&configs, self.cgroup_dirs(), options.spare.snapshot());
         let sweep_end = deadline - TAIL_RESERVE / 2;
         let bound = sweep_end
             .saturating_duration_since(Instant::now())
@@ -354,6 +349,9 @@ impl Supervisor {
             summary.leftovers.len()
         );
         emit(ShutdownEventKind::Summary(summary.clone()));
+        let _ = self
+            .tx
+            .send(crate::actor::messages::Msg::Req(Request::ShutdownDone));
         summary
     }
 

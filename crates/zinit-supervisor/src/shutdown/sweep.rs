@@ -62,7 +62,8 @@ pub struct SweepTarget {
 pub(crate) struct SweepScope {
     pub ports: Vec<Port>,
     pub filters: Vec<ProcessFilter>,
-    pub cgroup_root: Option<PathBuf>,
+    /// The directories holding unit cgroups.
+    pub cgroup_dirs: Vec<PathBuf>,
     /// Never targeted: the clients that asked, processes of live units (for
     /// a dry run), and so on.
     pub spare: Vec<i32>,
@@ -70,11 +71,7 @@ pub(crate) struct SweepScope {
 
 impl SweepScope {
     /// The scope for these services' ports and filters.
-    pub fn new(
-        configs: &[Arc<ServiceConfig>],
-        cgroup_root: Option<PathBuf>,
-        spare: Vec<i32>,
-    ) -> Self {
+    pub fn new(configs: &[Arc<ServiceConfig>], cgroup_dirs: Vec<PathBuf>, spare: Vec<i32>) -> Self {
         Self {
             ports: configs
                 .iter()
@@ -84,7 +81,7 @@ impl SweepScope {
                 .iter()
                 .flat_map(|c| c.process_filters.iter().cloned())
                 .collect(),
-            cgroup_root,
+            cgroup_dirs,
             spare,
         }
     }
@@ -102,8 +99,8 @@ impl SweepScope {
         for (pid, _) in table.descendants(me) {
             found.entry(pid).or_insert(SweepReason::Orphan);
         }
-        if let Some(root) = &self.cgroup_root {
-            for (unit, cgroup) in zinit_process::cgroup::unit_cgroups(root) {
+        for dir in &self.cgroup_dirs {
+            for (unit, cgroup) in zinit_process::cgroup::unit_cgroups(dir) {
                 for pid in cgroup.procs().unwrap_or_default() {
                     found
                         .entry(pid)

@@ -1,0 +1,267 @@
+//! The record a server keeps of what a successor needs to take over: each
+//! unit's name, kind, config digest, whether it is wanted, its state, its
+//! main process (pid and start time), its cgroup and the other processes
+//! recorded as its members, and its stop settings; the server's own
+//! identity and cgroup directories; and a shutdown in progress with its
+//! deadline.
+//!
+//! It is one small JSON file beside the socket (`SOCKET.state`), rewritten
+//! atomically (a new file created exclusively, then renamed over the old
+//! one) whenever it changes, and read back without following links, only
+//! if this user owns it, bounded in size, and with every value range-checked.
+
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The format's version.
+const VERSION: u32 = 1;
+/// The largest record read back.
+const MAX_SIZE: u64 = 16 * 1024 * 1024;
+/// The largest pid Linux hands out (`pid_max` is at most 2^22).
+const MAX_PID: i32 = 1 << 22;
+
+/// A process as recorded: pid and start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordedProcess {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// A job as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordedJob {
+    pub id: u64,
+    pub from: Option<String>,
+    pub exec: Vec<String>,
+}
+
+/// One unit as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordedUnit {
+    pub name: String,
+    /// Set for a job.
+    pub job: Option<RecordedJob>,
+    /// The digest of its service file's text.
+    pub digest: String,
+    /// Whether it should run (false once stopped by request).
+    pub wanted: bool,
+    /// Its state, as `zinit list` shows it.
+    pub state: String,
+    /// Its main process, while it has an instance.
+    pub main: Option<RecordedProcess>,
+    /// Its cgroup, if it has one.
+    pub cgroup: Option<PathBuf>,
+    /// Every other process recorded as its member.
+    pub members: Vec<RecordedProcess>,
+    /// Its stop signal (a number).
+    pub stop_signal: i32,
+    /// Its stop timeout in milliseconds.
+    pub stop_timeout_ms: u64,
+    /// `tree`, `group` or `main`.
+    pub stop_mode: String,
+}
+
+/// A shutdown in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordedShutdown {
+    /// When its deadline passes, in milliseconds since the Unix epoch.
+    pub deadline_unix_ms: u64,
+}
+
+/// Everything a successor needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub version: u32,
+    /// The server that wrote it.
+    pub server: RecordedProcess,
+    /// Its unit cgroup directories (its own, and any it took over).
+    pub cgroup_roots: Vec<PathBuf>,
+    pub shutdown: Option<RecordedShutdown>,
+    /// The number of the last job.
+    pub last_job: u64,
+    pub units: Vec<RecordedUnit>,
+}
+
+impl Record {
+    /// An empty record of this server.
+    pub fn of_this_server(cgroup_roots: Vec<PathBuf>) -> Self {
+        let pid = std::process::id() as i32;
+        Self {
+            version: VERSION,
+            server: RecordedProcess {
+                pid,
+                start_time: zinit_process::ProcessId::of(pid)
+                    .map(|id| id.start_time)
+                    .unwrap_or(0),
+            },
+            cgroup_roots,
+            shutdown: None,
+            last_job: 0,
+            units: Vec::new(),
+        }
+    }
+
+    /// Checks every value a successor will act on.
+    fn validate(&self) -> Result<(), String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "version {} (this server reads {VERSION})",
+                self.version
+            ));
+        }
+        let pid_ok = |p: &RecordedProcess| p.pid > 1 && p.pid < MAX_PID;
+        if !pid_ok(&self.server) {
+            return Err(format!("server pid {}", self.server.pid));
+        }
+        let path_ok = |p: &Path| {
+            p.is_absolute()
+                && !p
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+        };
+        if let Some(bad) = self.cgroup_roots.iter().find(|p| !path_ok(p)) {
+            return Err(format!("cgroup directory {}", bad.display()));
+        }
+        for unit in &self.units {
+            let name_ok = crate::config::valid_name(&unit.name);
+            if !name_ok {
+                return Err(format!("unit name {:?}", unit.name));
+            }
+            if unit.main.as_ref().is_some_and(|p| !pid_ok(p))
+                || unit.members.iter().any(|p| !pid_ok(p))
+            {
+                return Err(format!("a pid of {}", unit.name));
+            }
+            if unit.cgroup.as_deref().is_some_and(|p| !path_ok(p)) {
+                return Err(format!("the cgroup of {}", unit.name));
+            }
+            if zinit_process::Signal::try_from(unit.stop_signal).is_err()
+                || unit.stop_timeout_ms > crate::config::MAX_STOP_TIMEOUT.as_millis() as u64
+                || !matches!(unit.stop_mode.as_str(), "tree" | "group" | "main")
+            {
+                return Err(format!("the stop settings of {}", unit.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// What is left of a recorded shutdown's deadline (`None`: no shutdown).
+    pub fn shutdown_left(&self) -> Option<Duration> {
+        let deadline = UNIX_EPOCH + Duration::from_millis(self.shutdown?.deadline_unix_ms);
+        Some(
+            deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch, `after` from now.
+pub(crate) fn unix_ms_in(after: Duration) -> u64 {
+    (SystemTime::now() + after)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Reads the record at `path`: `Ok(None)` when there is none, an error
+/// saying why when it cannot be trusted.
+pub(crate) fn read(path: &Path) -> Result<Option<Record>, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "{} belongs to uid {}, not to this server's user",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(format!(
+            "{} is larger than {MAX_SIZE} bytes",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let record: Record = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a valid record: {e}", path.display()))?;
+    record
+        .validate()
+        .map_err(|e| format!("{} has an invalid {e}", path.display()))?;
+    Ok(Some(record))
+}
+
+/// Keeps the record at a path up to date, writing only what changed.
+#[derive(Debug)]
+pub(crate) struct RecordFile {
+    path: PathBuf,
+    last: Vec<u8>,
+}
+
+impl RecordFile {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            last: Vec::new(),
+        }
+    }
+
+    /// Writes `record` if it differs from the last one written.
+    pub fn save(&mut self, record: &Record) {
+        let Ok(bytes) = serde_json::to_vec(record) else {
+            return;
+        };
+        if bytes == self.last {
+            return;
+        }
+        match write_atomically(&self.path, &bytes) {
+            Ok(()) => self.last = bytes,
+            Err(e) => tracing::error!("cannot write the record {}: {e}", self.path.display()),
+        }
+    }
+
+    /// Removes the record (after a clean exit: nothing to take over).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `bytes` to a new file beside `path` (created exclusively, never
+/// through a link, mode 0600) and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(&temp)?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(&temp, path)
+}
