@@ -458,7 +458,12 @@ async fn the_tcp_listener_is_loopback_only_and_needs_the_token() {
     let tag = Tag::new("cli-tcp");
     let conf = conf_dir(&tag);
     let token_file = tag.dir().join("token");
-    std::fs::write(&token_file, "s3cret\n").expect("token");
+    std::fs::write(&token_file, "s3cret-s3cret-s3cret\n").expect("token");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         probe.local_addr().expect("addr").port()
@@ -487,9 +492,10 @@ async fn the_tcp_listener_is_loopback_only_and_needs_the_token() {
         .expect_err("no token");
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
     let mut request = tonic::Request::new(zinit_proto::v1::ServerInfoRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer s3cret-s3cret-s3cret".parse().expect("header"),
+    );
     let info = client
         .server_info(request)
         .await

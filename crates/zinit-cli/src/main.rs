@@ -159,7 +159,8 @@ impl From<zinit_client::ConnectError> for Failure {
     fn from(error: zinit_client::ConnectError) -> Self {
         let code = match error {
             zinit_client::ConnectError::NoServer(_) => code::NO_SERVER,
-            zinit_client::ConnectError::PermissionDenied(_) => code::PERMISSION,
+            zinit_client::ConnectError::PermissionDenied(_)
+            | zinit_client::ConnectError::UntrustedServer { .. } => code::PERMISSION,
             zinit_client::ConnectError::Other { .. } => code::NO_SERVER,
         };
         Self::new(code, error.to_string())

@@ -3,6 +3,8 @@
 //! otherwise, `/tmp/zinit-$UID.sock` without `XDG_RUNTIME_DIR`), and a
 //! `Control` client over that unix socket.
 
+pub mod token;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -38,6 +40,19 @@ pub enum ConnectError {
     /// The socket exists but this user may not connect.
     #[error("permission denied on {0}")]
     PermissionDenied(PathBuf),
+    /// The process listening on the socket is neither root nor this user:
+    /// someone else's server (a planted socket); nothing is sent to it.
+    #[error(
+        "refusing to talk to the server on {path}: it runs as uid {uid}, neither root nor you (uid {me})"
+    )]
+    UntrustedServer {
+        /// The socket.
+        path: PathBuf,
+        /// The uid of the process listening on it.
+        uid: u32,
+        /// This process's uid.
+        me: u32,
+    },
     /// Anything else.
     #[error("cannot connect to {path}: {source}")]
     Other {
@@ -52,17 +67,22 @@ pub enum ConnectError {
 /// missing server or a refused permission is reported here.
 pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, ConnectError> {
     // Probe first, so the error says what went wrong.
-    if let Err(e) = tokio::net::UnixStream::connect(path).await {
-        return Err(match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ConnectError::NoServer(path.to_path_buf())
-            }
-            io::ErrorKind::PermissionDenied => ConnectError::PermissionDenied(path.to_path_buf()),
-            _ => ConnectError::Other {
-                path: path.to_path_buf(),
-                source: e,
-            },
-        });
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(probe) => check_server(&probe, path)?,
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ConnectError::NoServer(path.to_path_buf())
+                }
+                io::ErrorKind::PermissionDenied => {
+                    ConnectError::PermissionDenied(path.to_path_buf())
+                }
+                _ => ConnectError::Other {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
+            });
+        }
     }
     let socket = path.to_path_buf();
     // The URI is a placeholder: the connector ignores it and dials the socket
@@ -75,7 +95,9 @@ pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, ConnectError
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
+                let stream = tokio::net::UnixStream::connect(&socket).await?;
+                check_server(&stream, &socket)
+                    .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
                 Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
@@ -85,6 +107,28 @@ pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, ConnectError
             source: io::Error::other(e),
         })?;
     Ok(ControlClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Only a server run by root or by this user is trusted (`SO_PEERCRED`):
+/// a socket someone else planted gets nothing, not even a request.
+fn check_server(stream: &tokio::net::UnixStream, path: &Path) -> Result<(), ConnectError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let uid = stream
+        .peer_cred()
+        .map_err(|source| ConnectError::Other {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .uid();
+    if uid == 0 || uid == me {
+        Ok(())
+    } else {
+        Err(ConnectError::UntrustedServer {
+            path: path.to_path_buf(),
+            uid,
+            me,
+        })
+    }
 }
 
 #[cfg(test)]

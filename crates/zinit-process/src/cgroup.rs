@@ -45,31 +45,16 @@ pub struct CgroupRoot {
 }
 
 impl CgroupRoot {
-    /// Finds a writable cgroup v2 hierarchy and creates this process's
-    /// directory in it. `None` when there is none, it is not writable, or
-    /// `ZINIT_CGROUP=off`.
-    pub fn detect() -> Option<Self> {
-        let root = Self::detect_as(&format!("zinit.{}", std::process::id()))?;
-        root.remove_stale_siblings();
-        Some(root)
-    }
-
-    /// Removes empty `zinit.PID` directories left by servers that died
-    /// without cleaning up (their PID no longer exists).
-    fn remove_stale_siblings(&self) {
-        let Some(parent) = self.dir.parent() else {
-            return;
-        };
-        for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("zinit.")) else {
-                continue;
-            };
-            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-                // rmdir fails on a cgroup that still has children or processes.
-                let _ = fs::remove_dir(entry.path());
-            }
-        }
+    /// Finds a writable cgroup v2 hierarchy and creates (or reuses) the
+    /// directory of the server known as `identity`, `zinit.IDENTITY`, in
+    /// this process's own cgroup. `None` when there is none, it is not
+    /// writable, or `ZINIT_CGROUP=off`.
+    ///
+    /// The identity must be the same for a server and its successor (so the
+    /// successor finds its units) and different for two servers that run at
+    /// once (a pid is not: servers in different PID namespaces share pids).
+    pub fn detect(identity: &str) -> Option<Self> {
+        Self::detect_as(&format!("zinit.{identity}"))
     }
 
     /// As [`CgroupRoot::detect`], with the directory named `name` instead of
@@ -110,26 +95,6 @@ impl CgroupRoot {
     pub fn existing(path: impl Into<PathBuf>) -> Option<Self> {
         let dir = path.into();
         dir.is_dir().then_some(Self { dir })
-    }
-
-    /// `zinit.PID` directories beside this one whose server is gone (no
-    /// process has that pid, or it is not a zinit server), empty or not.
-    pub fn orphaned_siblings(&self) -> Vec<Self> {
-        let Some(parent) = self.dir.parent() else {
-            return Vec::new();
-        };
-        fs::read_dir(parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path() != self.dir)
-            .filter_map(|e| {
-                let name = e.file_name();
-                let pid = name.to_str()?.strip_prefix("zinit.")?.parse::<u32>().ok()?;
-                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                (!comm.trim().starts_with("zinit")).then(|| Self { dir: e.path() })
-            })
-            .collect()
     }
 
     /// Thaws every unit cgroup here (and the directory itself): a server

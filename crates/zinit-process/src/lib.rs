@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod emergency;
 pub mod filter;
 pub mod handle;
+pub mod identity;
 pub mod limits;
 pub mod members;
 pub mod ports;

@@ -106,6 +106,35 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The calling thread's supplementary groups (`getgroups(2)` as a raw
+/// system call: per thread).
+pub(crate) fn thread_groups() -> io::Result<Vec<u32>> {
+    // SAFETY: a size of 0 asks for the count only; the pointer is not used.
+    let count = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<u32>()) };
+    if count < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut groups = vec![0u32; count as usize];
+    // SAFETY: the buffer holds `groups.len()` gid_t values.
+    let n = unsafe { libc::syscall(libc::SYS_getgroups, groups.len(), groups.as_mut_ptr()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    groups.truncate(n as usize);
+    Ok(groups)
+}
+
+/// Sets the calling thread's supplementary groups (the raw system call
+/// changes only this thread; the C library's wrapper would change them all).
+pub(crate) fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: the slice holds `groups.len()` gid_t values.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // ----- between fork and exec: async-signal-safe, no allocation ----------
 
 /// Sets every signal, realtime ones included, to its default disposition

@@ -4,6 +4,8 @@
 use crate::convert;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -38,31 +40,98 @@ pub struct ControlService {
     pub closing: watch::Receiver<bool>,
     /// Runs a shutdown request (the shutdown module).
     pub shutdown: crate::shutdown::ShutdownController,
+    /// Log and event streams open now.
+    pub streams: Arc<AtomicUsize>,
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
     if zinit_supervisor::config::valid_name(name) {
-        Ok(())
+        return Ok(());
+    }
+    // Repeat at most a little of it: the answer must fit a gRPC header.
+    let shown: String = name.chars().take(64).collect();
+    let more = if shown.len() < name.len() {
+        format!("… ({} bytes)", name.len())
     } else {
-        Err(convert::invalid_argument(format!(
-            "{name:?} is not a valid service or job name (letters, digits, '.', '_', '-', '@')"
-        )))
+        String::new()
+    };
+    Err(convert::invalid_argument(format!(
+        "{shown:?}{more} is not a valid service or job name (letters, digits, '.', '_', '-', '@'; at most 128)"
+    )))
+}
+
+/// Open log and event streams a server serves at once.
+const MAX_STREAMS: usize = 64;
+/// Messages a stream may have waiting for its client (log lines are at most
+/// 64 KiB each, so a stalled follower holds at most a few hundred KiB, and
+/// all of them together at most `MAX_STREAMS` times that).
+const STREAM_BUFFER: usize = 4;
+/// A client that reads nothing for this long is dropped.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A slot among the open streams, given back when the stream ends.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The sending side of a bounded stream: one slot is always kept free for
+/// the message that ends it.
+struct Sender<T> {
+    tx: mpsc::Sender<Result<T, Status>>,
+    _slot: StreamSlot,
+}
+
+impl<T> Sender<T> {
+    /// Sends `item`; `false` when the stream is over (the client left, or it
+    /// stalled for too long and was told so).
+    async fn send(&self, item: T) -> bool {
+        match tokio::time::timeout(STALL, self.tx.reserve_many(2)).await {
+            Ok(Ok(mut permits)) => {
+                if let Some(permit) = permits.next() {
+                    permit.send(Ok(item));
+                }
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                let _ = self.tx.try_send(Err(convert::resource_exhausted(format!(
+                    "this stream was dropped: its client read nothing for {} s; reconnect to go on",
+                    STALL.as_secs()
+                ))));
+                false
+            }
+        }
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await;
     }
 }
 
 impl ControlService {
-    /// Sends what `produce` yields into a stream until the client goes away
-    /// or the server closes.
+    /// A bounded stream fed by `produce`, which ends when the client goes
+    /// away or the server closes; refused when too many streams are open.
     fn stream<T: Send + 'static>(
         &self,
-        produce: impl FnOnce(
-            mpsc::Sender<Result<T, Status>>,
-            watch::Receiver<bool>,
-        ) -> tokio::task::JoinHandle<()>,
-    ) -> Streamed<T> {
-        let (tx, rx) = mpsc::channel(256);
-        produce(tx, self.closing.clone());
-        Box::pin(ReceiverStream::new(rx))
+        produce: impl FnOnce(Sender<T>, watch::Receiver<bool>) -> tokio::task::JoinHandle<()>,
+    ) -> Result<Streamed<T>, Status> {
+        if self.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+            self.streams.fetch_sub(1, Ordering::SeqCst);
+            return Err(convert::resource_exhausted(format!(
+                "this server already serves {MAX_STREAMS} log and event streams"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER + 1);
+        let sender = Sender {
+            tx,
+            _slot: StreamSlot(self.streams.clone()),
+        };
+        produce(sender, self.closing.clone());
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }
 
@@ -288,7 +357,7 @@ impl Control for ControlService {
         Ok(Response::new(self.stream(move |tx, mut closing| {
             tokio::spawn(async move {
                 for line in lines {
-                    if tx.send(Ok(convert::log_line(&line))).await.is_err() {
+                    if !tx.send(convert::log_line(&line)).await {
                         return;
                     }
                 }
@@ -307,12 +376,12 @@ impl Control for ControlService {
                         },
                         None => return,
                     };
-                    if tx.send(Ok(item)).await.is_err() {
+                    if !tx.send(item).await {
                         return;
                     }
                 }
             })
-        })))
+        })?))
     }
 
     type StreamEventsStream = Streamed<pb::StreamEventsResponse>;
@@ -340,12 +409,12 @@ impl Control for ControlService {
                         }
                         Err(_) => return,
                     };
-                    if tx.send(Ok(item)).await.is_err() {
+                    if !tx.send(item).await {
                         return;
                     }
                 }
             })
-        })))
+        })?))
     }
 
     async fn run_job(

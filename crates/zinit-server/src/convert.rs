@@ -34,6 +34,11 @@ pub fn permission_denied(message: impl Into<String>) -> Status {
     Status::permission_denied(message)
 }
 
+/// A per-client resource limit was reached.
+pub fn resource_exhausted(message: impl Into<String>) -> Status {
+    Status::resource_exhausted(message)
+}
+
 /// A caller without the token this listener needs.
 pub fn unauthenticated(message: impl Into<String>) -> Status {
     Status::unauthenticated(message)

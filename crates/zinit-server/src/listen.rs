@@ -6,11 +6,11 @@ use crate::control::ControlService;
 use crate::convert;
 use anyhow::{Context, Result, bail};
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::transport::Server;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
@@ -19,7 +19,9 @@ use zinit_proto::v1::control_server::ControlServer;
 /// Unix socket paths are limited to 108 bytes.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Binds the socket: refuses when a server answers on it, replaces a stale file.
+/// Binds the socket: refuses a directory another user could replace it in,
+/// refuses when a server answers on it, and removes only a stale socket
+/// (never a file of another kind).
 pub async fn bind_unix(path: &Path) -> Result<UnixListener> {
     if path.as_os_str().len() > MAX_SOCKET_PATH {
         bail!(
@@ -28,8 +30,20 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener> {
             path.as_os_str().len()
         );
     }
-    if path.exists() {
-        match tokio::net::UnixStream::connect(path).await {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        check_socket_dir(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        Ok(meta) if !meta.file_type().is_socket() => bail!(
+            "{} exists and is not a socket; not removing it (choose another --socket)",
+            path.display()
+        ),
+        Ok(_) => match tokio::net::UnixStream::connect(path).await {
             Ok(_) => bail!(
                 "another zinit_server is already listening on {}; stop it first or use --socket",
                 path.display()
@@ -39,16 +53,39 @@ pub async fn bind_unix(path: &Path) -> Result<UnixListener> {
                 std::fs::remove_file(path)
                     .with_context(|| format!("removing the stale socket {}", path.display()))?;
             }
-        }
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        },
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// A socket's directory must belong to root or this user, and others must
+/// not be able to replace what is in it: not writable by group or others,
+/// unless it is sticky (as `/tmp` is: there, nobody but its owner can
+/// remove or rename the socket).
+fn check_socket_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "the socket directory {} belongs to uid {}, neither root nor this server's user;              another user could replace the socket (choose another --socket)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    let writable_by_others = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        bail!(
+            "the socket directory {} may be written by group or others (mode {:o}) and is not sticky;              another user could replace the socket (choose another --socket)",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
 }
 
 /// Only root and the server's own user may use the unix socket.
@@ -74,7 +111,7 @@ fn check_peer(request: Request<()>) -> Result<Request<()>, Status> {
 /// Serves until `stop` resolves; then open streams get about a second to end.
 pub async fn serve(
     unix: UnixListener,
-    tcp: Option<(tokio::net::TcpListener, String)>,
+    tcp: Option<(tokio::net::TcpListener, zinit_client::token::Token)>,
     service: ControlService,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -122,26 +159,31 @@ pub async fn serve(
     let mut servers = vec![tokio::spawn(unix_server)];
 
     if let Some((listener, token)) = tcp {
-        let expected = format!("Bearer {token}");
         let check_token = move |request: Request<()>| -> Result<Request<()>, Status> {
-            match request
+            let given = request
                 .metadata()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-            {
-                Some(value) if value == expected => Ok(request),
-                _ => Err(convert::unauthenticated(
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.is_some_and(|given| token.matches(given.as_bytes())) {
+                Ok(request)
+            } else {
+                Err(convert::unauthenticated(
                     "this TCP listener needs `authorization: Bearer TOKEN`",
-                )),
+                ))
             }
         };
         let tcp_server = Server::builder()
+            // Pings keep a live client's connection busy; one that answers
+            // nothing is dropped when it stays idle (`Guarded`).
+            .http2_keepalive_interval(Some(TCP_IDLE / 3))
+            .http2_keepalive_timeout(Some(TCP_IDLE / 3))
             .layer(tonic::service::InterceptorLayer::new(check_token))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ControlServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal(&stop_tx));
+            .serve_with_incoming_shutdown(bounded_tcp(listener), signal(&stop_tx));
         servers.push(tokio::spawn(tcp_server));
     }
 
@@ -173,4 +215,107 @@ async fn futures_join(
             .context("gRPC server")?;
     }
     Ok(())
+}
+
+/// TCP connections served at once; more are closed as they arrive, so a
+/// flood of connections cannot take the descriptors the unix socket and
+/// spawning need.
+const MAX_TCP_CONNECTIONS: usize = 64;
+/// A TCP connection that sends nothing (not even an answer to a ping) for
+/// this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(30);
+
+/// Accepted TCP connections, at most `MAX_TCP_CONNECTIONS` at a time.
+fn bounded_tcp(listener: tokio::net::TcpListener) -> ReceiverStream<std::io::Result<Guarded>> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, or a connection that died at once.
+                    tracing::warn!("TCP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let guarded = Guarded {
+                stream,
+                _slot: slot,
+                idle: Box::pin(tokio::time::sleep(TCP_IDLE)),
+            };
+            if tx.send(Ok(guarded)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A TCP connection holding one of the slots, closed when it stays idle.
+struct Guarded {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tonic::transport::server::Connected for Guarded {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                let next = tokio::time::Instant::now() + TCP_IDLE;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle TCP connection closed",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

@@ -11,6 +11,7 @@ mod signals;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use zinit_supervisor::{Host, Options, Supervisor};
 
@@ -117,15 +118,11 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     let listener = listen::bind_unix(&socket).await?;
     // Every listener is bound and every file read before anything starts:
     // a bad flag must not leave services running.
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let token = args
+        .token_file
+        .as_deref()
+        .map(zinit_client::token::read_token_file)
+        .transpose()?;
     let tcp = match (args.tcp, token) {
         (Some(addr), Some(token)) => Some((
             tokio::net::TcpListener::bind(addr)
@@ -139,7 +136,8 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", path.display()))?;
     }
-    let host = Host::prepare().context("preparing to supervise")?;
+    let tcp_addr = tcp.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    let host = Host::prepare(&server_identity(&socket)).context("preparing to supervise")?;
     let mut options = Options::new(&args.config);
     options.cgroups = host.cgroups();
     options.record_file = Some(record_path(&socket));
@@ -159,12 +157,16 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         },
         closing,
         shutdown: controller.clone(),
+        streams: Arc::default(),
     };
     tracing::info!(
-        "zinit_server {} (pid {}) on {}; config {}; {}",
+        "zinit_server {} (pid {}) on {}{}; config {}; {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         socket.display(),
+        tcp_addr
+            .map(|a| format!(" and tcp {a}"))
+            .unwrap_or_default(),
         args.config.display(),
         match sup.cgroup_root() {
             Some(root) => format!("cgroups under {}", root.path().display()),
@@ -240,4 +242,29 @@ fn exit_if_headless(sup: &Supervisor, socket: &std::path::Path, pid_file: Option
         }
         emergency.exit_now(EXIT_SUPERVISOR_FAILED);
     });
+}
+
+/// What names this server's cgroup directory: its PID namespace and its
+/// socket. A server started again on the same socket (after a crash) finds
+/// its predecessor's units; two servers running at once never share one
+/// (their sockets differ, or their namespaces do).
+fn server_identity(socket: &std::path::Path) -> String {
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let text = l.to_string_lossy().into_owned();
+            text.strip_prefix("pid:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "0".to_string());
+    let path = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{namespace}.{hash:016x}")
 }

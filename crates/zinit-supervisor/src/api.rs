@@ -112,13 +112,15 @@ impl Host {
     /// back), becomes a child subreaper that reaps the orphans it adopts,
     /// and finds a cgroup v2 hierarchy it may use (none with
     /// `ZINIT_CGROUP=off`). Needs a tokio runtime; call it once.
-    pub fn prepare() -> std::io::Result<Self> {
+    /// `identity` names this server's cgroup directory (see
+    /// [`CgroupRoot::detect`]): the same for a server and its successor.
+    pub fn prepare(identity: &str) -> std::io::Result<Self> {
         let limit = zinit_process::limits::raise_nofile_limit()?;
         tracing::debug!("open file limit {limit}");
         let reaper = zinit_process::Reaper::start()?;
         Ok(Self {
             _reaper: reaper,
-            cgroups: CgroupRoot::detect(),
+            cgroups: CgroupRoot::detect(identity),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod events;
+mod files;
 pub mod graph;
 pub mod logs;
 pub mod shutdown;

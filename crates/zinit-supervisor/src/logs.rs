@@ -4,14 +4,16 @@
 //! UTF-8 kept (lossily) without stopping the reader; and an optional log
 //! file per unit with size-based rotation.
 
+use nix::fcntl::OFlag;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
+use zinit_process::identity::FsIdentity;
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,68 +47,79 @@ const MAX_LINE: usize = 64 * 1024;
 pub enum Followed {
     /// The next line.
     Line(Arc<LogLine>),
-    /// The follower lagged and this many lines were dropped for it.
+    /// The follower fell behind and this many lines were dropped from the
+    /// ring before it read them (one notice for the whole gap).
     Missed(u64),
 }
 
-/// A live follower of one unit's (or every unit's) output.
-#[derive(Debug)]
-pub struct Follower {
-    rx: broadcast::Receiver<Arc<LogLine>>,
-    after: u64,
-}
-
-impl Follower {
-    /// The next line or lag notice; `None` when the hub is gone.
-    pub async fn next(&mut self) -> Option<Followed> {
-        loop {
-            match self.rx.recv().await {
-                Ok(line) if line.seq <= self.after => continue,
-                Ok(line) => return Some(Followed::Line(line)),
-                Err(broadcast::error::RecvError::Lagged(n)) => return Some(Followed::Missed(n)),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
+/// The kept lines of one unit (or of every unit), oldest first, bounded by
+/// lines and bytes.
+#[derive(Debug, Default)]
 struct Ring {
     lines: VecDeque<Arc<LogLine>>,
     bytes: usize,
-    tx: broadcast::Sender<Arc<LogLine>>,
+    /// How many lines this ring has taken in all: the position of the next
+    /// line, so a follower can tell what it missed.
+    taken: u64,
+}
+
+impl Ring {
+    fn push(&mut self, line: Arc<LogLine>, max_lines: usize, max_bytes: usize) {
+        self.bytes += line.text.len();
+        self.lines.push_back(line);
+        self.taken += 1;
+        while self.lines.len() > max_lines || (self.bytes > max_bytes && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.text.len();
+            }
+        }
+    }
+
+    /// The position of the oldest kept line.
+    fn first(&self) -> u64 {
+        self.taken - self.lines.len() as u64
+    }
+
+    /// The line at position `at`, if still kept.
+    fn at(&self, at: u64) -> Option<&Arc<LogLine>> {
+        at.checked_sub(self.first())
+            .and_then(|i| self.lines.get(usize::try_from(i).ok()?))
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
     seq: u64,
     rings: HashMap<String, Ring>,
+    /// Every unit's lines, for followers of all units.
+    all: Ring,
 }
 
-/// Every unit's recent output.
+/// Every unit's recent output. Followers read the rings themselves (no copy
+/// per follower), so memory is bounded by the rings whatever the number of
+/// followers and however far behind they are.
 #[derive(Debug)]
 pub struct LogHub {
     inner: Mutex<Inner>,
-    all: broadcast::Sender<Arc<LogLine>>,
+    /// The number of the newest line; followers wait on it.
+    newest: watch::Sender<u64>,
     max_lines: usize,
     max_bytes: usize,
-    follow_buffer: usize,
 }
 
 impl LogHub {
     /// A hub keeping at most `max_lines` lines and `max_bytes` bytes of text
-    /// per unit; followers that fall more than `follow_buffer` lines behind
-    /// are told how many they missed.
-    pub fn new(max_lines: usize, max_bytes: usize, follow_buffer: usize) -> Self {
+    /// per unit (and four times that for the ring of all units).
+    pub fn new(max_lines: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 seq: 0,
                 rings: HashMap::new(),
+                all: Ring::default(),
             }),
-            all: broadcast::channel(follow_buffer).0,
+            newest: watch::channel(0).0,
             max_lines,
             max_bytes,
-            follow_buffer,
         }
     }
 
@@ -114,15 +127,7 @@ impl LogHub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ring<'a>(&self, inner: &'a mut Inner, unit: &str) -> &'a mut Ring {
-        inner.rings.entry(unit.to_string()).or_insert_with(|| Ring {
-            lines: VecDeque::new(),
-            bytes: 0,
-            tx: broadcast::channel(self.follow_buffer).0,
-        })
-    }
-
-    /// Appends a line to `unit`'s ring and sends it to followers.
+    /// Appends a line to `unit`'s ring and wakes the followers.
     pub fn push(&self, unit: &str, stream: Stream, text: String) -> Arc<LogLine> {
         let mut inner = self.lock();
         inner.seq += 1;
@@ -133,17 +138,16 @@ impl LogHub {
             stream,
             text,
         });
-        let (max_lines, max_bytes) = (self.max_lines, self.max_bytes);
-        let ring = self.ring(&mut inner, unit);
-        ring.bytes += line.text.len();
-        ring.lines.push_back(line.clone());
-        while ring.lines.len() > max_lines || (ring.bytes > max_bytes && ring.lines.len() > 1) {
-            if let Some(old) = ring.lines.pop_front() {
-                ring.bytes -= old.text.len();
-            }
-        }
-        let _ = ring.tx.send(line.clone());
-        let _ = self.all.send(line.clone());
+        let (lines, bytes) = (self.max_lines, self.max_bytes);
+        inner
+            .rings
+            .entry(unit.to_string())
+            .or_default()
+            .push(line.clone(), lines, bytes);
+        inner.all.push(line.clone(), lines * 4, bytes * 4);
+        let seq = inner.seq;
+        drop(inner);
+        self.newest.send_replace(seq);
         line
     }
 
@@ -155,20 +159,71 @@ impl LogHub {
 
     /// A snapshot and a follower that continues exactly after it (taken
     /// under one lock: no line is lost or repeated in between).
-    pub fn follow(&self, unit: Option<&str>, last: Option<usize>) -> (Vec<Arc<LogLine>>, Follower) {
+    pub fn follow(
+        self: &Arc<Self>,
+        unit: Option<&str>,
+        last: Option<usize>,
+    ) -> (Vec<Arc<LogLine>>, Follower) {
         let mut inner = self.lock();
         let lines = snapshot_of(&inner, unit, last);
-        let after = inner.seq;
-        let rx = match unit {
-            Some(unit) => self.ring(&mut inner, unit).tx.subscribe(),
-            None => self.all.subscribe(),
+        let next = match unit {
+            Some(unit) => inner.rings.entry(unit.to_string()).or_default().taken,
+            None => inner.all.taken,
         };
-        (lines, Follower { rx, after })
+        drop(inner);
+        let follower = Follower {
+            hub: self.clone(),
+            unit: unit.map(str::to_string),
+            next,
+            newest: self.newest.subscribe(),
+        };
+        (lines, follower)
     }
 
     /// Forgets a unit's ring (its followers end).
     pub fn remove(&self, unit: &str) {
         self.lock().rings.remove(unit);
+        self.newest.send_modify(|_| {});
+    }
+}
+
+/// A live follower of one unit's (or every unit's) output: it reads the
+/// ring from its own position, so it holds no lines of its own.
+#[derive(Debug)]
+pub struct Follower {
+    hub: Arc<LogHub>,
+    unit: Option<String>,
+    /// The position in the ring of the next line to read.
+    next: u64,
+    newest: watch::Receiver<u64>,
+}
+
+impl Follower {
+    /// The next line, or one notice for the lines that fell out of the ring
+    /// before this follower read them; `None` once the unit is forgotten.
+    pub async fn next(&mut self) -> Option<Followed> {
+        loop {
+            self.newest.mark_unchanged();
+            {
+                let inner = self.hub.lock();
+                let ring = match &self.unit {
+                    Some(unit) => inner.rings.get(unit)?,
+                    None => &inner.all,
+                };
+                if self.next < ring.first() {
+                    let missed = ring.first() - self.next;
+                    self.next = ring.first();
+                    return Some(Followed::Missed(missed));
+                }
+                if let Some(line) = ring.at(self.next) {
+                    self.next += 1;
+                    return Some(Followed::Line(line.clone()));
+                }
+            }
+            if self.newest.changed().await.is_err() {
+                return None;
+            }
+        }
     }
 }
 
@@ -197,30 +252,83 @@ fn snapshot_of(inner: &Inner, unit: Option<&str>, last: Option<usize>) -> Vec<Ar
 }
 
 /// A log file that rotates by size: `path` → `path.1` → ... → `path.keep`.
+///
+/// It is opened (and rotated) never through a symbolic link, only if it is
+/// a regular file with one name, and — for a unit that runs as a user —
+/// with that user's rights, so a user who can write the log's directory
+/// cannot make root write anywhere else.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
     max_size: u64,
     keep: u32,
+    owner: Option<FsIdentity>,
     file: std::fs::File,
     size: u64,
 }
 
+/// Opens `path` for appending without following a link at its end, and
+/// checks that it is a regular file with one name (not a hard link to
+/// someone else's file).
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symbolic link; zinit does not write through links",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a regular file with a single name; zinit does not write to it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
 impl RotatingFile {
-    /// Opens (appending to) `path`.
-    pub fn open(path: PathBuf, max_size: u64, keep: u32) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+    /// Opens (appending to) `path`, as `owner` when given (its directory is
+    /// created first, as that user).
+    pub fn open(
+        path: PathBuf,
+        max_size: u64,
+        keep: u32,
+        owner: Option<FsIdentity>,
+    ) -> io::Result<Self> {
+        let open = || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open_append(&path)
+        };
+        let file = match &owner {
+            Some(owner) => owner.run(open)?,
+            None => open()?,
+        };
         let size = file.metadata()?.len();
         Ok(Self {
             path,
             max_size,
             keep,
+            owner,
             file,
             size,
         })
@@ -251,19 +359,23 @@ impl RotatingFile {
     fn rotate(&mut self) -> io::Result<()> {
         if self.keep == 0 {
             self.file.set_len(0)?;
-        } else {
+            self.size = 0;
+            return Ok(());
+        }
+        let rotate = || {
             for n in (1..self.keep).rev() {
                 let from = self.rotated(n);
-                if from.exists() {
+                if std::fs::symlink_metadata(&from).is_ok() {
                     std::fs::rename(&from, self.rotated(n + 1))?;
                 }
             }
             std::fs::rename(&self.path, self.rotated(1))?;
-            self.file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-        }
+            open_append(&self.path)
+        };
+        self.file = match &self.owner {
+            Some(owner) => owner.run(rotate)?,
+            None => rotate()?,
+        };
         self.size = 0;
         Ok(())
     }
@@ -324,7 +436,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_lines_within_its_bounds() {
-        let hub = LogHub::new(3, 1000, 16);
+        let hub = LogHub::new(3, 1000);
         for i in 0..5 {
             hub.push("web", Stream::Stdout, format!("line {i}"));
         }
@@ -334,7 +446,7 @@ mod tests {
             .map(|l| l.text.clone())
             .collect();
         assert_eq!(texts, ["line 2", "line 3", "line 4"]);
-        let hub = LogHub::new(100, 10, 16);
+        let hub = LogHub::new(100, 10);
         for i in 0..5 {
             hub.push("web", Stream::Stdout, format!("{i}xxx"));
         }
@@ -347,7 +459,7 @@ mod tests {
 
     #[test]
     fn all_units_interleave_in_order_and_last_n_cuts() {
-        let hub = LogHub::new(100, 10_000, 16);
+        let hub = LogHub::new(100, 10_000);
         hub.push("a", Stream::Stdout, "1".into());
         hub.push("b", Stream::Stderr, "2".into());
         hub.push("a", Stream::Stdout, "3".into());
@@ -362,7 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_continues_after_its_snapshot_and_hears_of_lag() {
-        let hub = LogHub::new(100, 10_000, 4);
+        let hub = Arc::new(LogHub::new(4, 10_000));
         hub.push("web", Stream::Stdout, "before".into());
         let (snapshot, mut follower) = hub.follow(Some("web"), None);
         assert_eq!(snapshot.len(), 1);
@@ -376,6 +488,34 @@ mod tests {
             hub.push("web", Stream::Stdout, format!("{i}"));
         }
         assert_eq!(follower.next().await, Some(Followed::Missed(6)));
+        // One notice for the whole gap, then the oldest line still kept.
+        match follower.next().await {
+            Some(Followed::Line(line)) => assert_eq!(line.text, "6"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_hold_no_lines_of_their_own() {
+        // A thousand stalled followers on a flood of 64 KiB lines: what is
+        // kept is the ring (bounded by bytes), whatever they do not read.
+        let hub = Arc::new(LogHub::new(10_000, 1024 * 1024));
+        let mut followers: Vec<Follower> =
+            (0..1000).map(|_| hub.follow(Some("web"), None).1).collect();
+        for _ in 0..200 {
+            hub.push("web", Stream::Stdout, "x".repeat(64 * 1024));
+        }
+        let kept: usize = hub
+            .snapshot(Some("web"), None)
+            .iter()
+            .map(|l| l.text.len())
+            .sum();
+        assert!(kept <= 1024 * 1024, "{kept} bytes kept");
+        // Each follower hears of what it missed, once, then reads on.
+        for follower in &mut followers[..3] {
+            assert!(matches!(follower.next().await, Some(Followed::Missed(n)) if n > 0));
+            assert!(matches!(follower.next().await, Some(Followed::Line(_))));
+        }
     }
 
     #[test]
@@ -383,8 +523,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zt-rotate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("web.log");
-        let mut file = RotatingFile::open(path.clone(), 200, 2).expect("open");
-        let hub = LogHub::new(10, 10_000, 4);
+        let mut file = RotatingFile::open(path.clone(), 200, 2, None).expect("open");
+        let hub = LogHub::new(10, 10_000);
         for i in 0..20 {
             let line = hub.push("web", Stream::Stdout, format!("line number {i:02}"));
             file.write_line(&line).expect("write");

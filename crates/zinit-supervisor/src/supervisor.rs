@@ -53,7 +53,7 @@ impl Supervisor {
             None => crate::takeover::TakeoverPlan::default(),
         };
         let cgroups = options.cgroups.clone();
-        let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes, 4096));
+        let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes));
         let events = EventBus::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor::new(
@@ -218,15 +218,33 @@ impl Supervisor {
         file_name: &str,
         text: &str,
     ) -> Result<String, SupervisorError> {
-        let (source, file_name, text) = (
-            source.to_path_buf(),
-            file_name.to_string(),
-            text.to_string(),
-        );
+        let invalid = |errors| SupervisorError::InvalidConfig(ConfigErrors(errors));
+        let is_yaml = Path::new(file_name)
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if !is_yaml || file_name.contains('/') {
+            return Err(invalid(vec![crate::config::ConfigError::file(
+                source,
+                "a service file's name ends in .yaml or .yml",
+            )]));
+        }
+        let stem = Path::new(file_name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let (source, text) = (source.to_path_buf(), text.to_string());
+        // Parsed off the actor's task: a hostile file stalls nobody else.
+        let parsed = tokio::task::spawn_blocking(move || {
+            crate::config::parse_service(&source, &stem, &text)
+        })
+        .await
+        .map_err(|e| SupervisorError::Io(e.to_string()))?;
+        let config = parsed.map_err(invalid)?;
+        let file_name = file_name.to_string();
         self.ask(|r| Request::Add {
-            source,
             file_name,
-            text,
+            config: Box::new(config),
             reply: r,
         })
         .await?
@@ -239,7 +257,13 @@ impl Supervisor {
 
     /// Re-reads the config directory, all or nothing.
     pub async fn reload(&self) -> Result<ReloadSummary, SupervisorError> {
-        self.ask(Request::Reload).await?
+        let dir = self.config_dir.clone();
+        // Read and parsed off the actor's task.
+        let set = tokio::task::spawn_blocking(move || load_dir(&dir))
+            .await
+            .map_err(|e| SupervisorError::Io(e.to_string()))?
+            .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
+        self.ask(|r| Request::Reload(Box::new(set), r)).await?
     }
 
     /// Sends `signal` to a unit's main process, or with `all` to every

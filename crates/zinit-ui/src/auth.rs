@@ -6,24 +6,18 @@
 //! session cookie. Always, for every POST: a same-origin check and the
 //! anti-CSRF token. Secrets are compared in constant time.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
 use std::sync::Arc;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "zinit_ui_session";
 /// The header that carries the anti-CSRF token on every POST.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// The shortest token a token file may hold (after trimming).
-pub const MIN_TOKEN_LEN: usize = 16;
-
 /// The secrets of this process, and who may connect.
 pub struct Secrets {
     /// Embedded in every page and required on every POST.
@@ -101,54 +95,8 @@ pub fn random_hex(n: usize) -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Equality that takes the same time wherever the first difference is.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
+use zinit_client::token::ct_eq;
 
-/// Reads a token file: a regular file readable by its owner only (mode &
-/// 0o077 == 0) holding at least 16 bytes after trimming whitespace.
-pub fn read_token_file(path: &Path) -> Result<Vec<u8>> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
-        .open(path)
-        .with_context(|| format!("opening the token file {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("the token file {} is not a regular file", path.display());
-    }
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "the token file {} may be read by group or others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        );
-    }
-    let mut raw = Vec::new();
-    file.by_ref()
-        .take(64 * 1024)
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    let token = raw.trim_ascii().to_vec();
-    if token.len() < MIN_TOKEN_LEN {
-        bail!(
-            "the token in {} is too short: {} bytes, at least {MIN_TOKEN_LEN} are needed",
-            path.display(),
-            token.len()
-        );
-    }
-    Ok(token)
-}
-
-/// The value of cookie `name`.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -316,7 +264,6 @@ async fn check(secrets: &Secrets, request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn loopback_hosts() {
@@ -361,39 +308,6 @@ mod tests {
             hex_addr("127.0.0.1:8090".parse().expect("addr")),
             "0100007F:1F9A"
         );
-    }
-
-    #[test]
-    fn constant_time_equality() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
-    }
-
-    #[test]
-    fn token_file_rules() {
-        let dir = std::env::temp_dir().join(format!("zinit-ui-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("token");
-        std::fs::write(&path, "  0123456789abcdef\n").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert_eq!(
-            read_token_file(&path).expect("valid"),
-            b"0123456789abcdef".to_vec()
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        let err = read_token_file(&path)
-            .expect_err("group-readable")
-            .to_string();
-        assert!(err.contains("group or others"), "{err}");
-        std::fs::write(&path, "short\n").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let err = read_token_file(&path).expect_err("short").to_string();
-        assert!(err.contains("too short"), "{err}");
-        let link = dir.join("link");
-        std::os::unix::fs::symlink(&path, &link).expect("symlink");
-        assert!(read_token_file(&link).is_err(), "symlinks are not followed");
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

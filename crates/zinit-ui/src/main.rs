@@ -58,8 +58,9 @@ fn run(args: Args) -> Result<()> {
     let token = args
         .token_file
         .as_deref()
-        .map(auth::read_token_file)
-        .transpose()?;
+        .map(zinit_client::token::read_token_file)
+        .transpose()?
+        .map(|token| token.as_bytes().to_vec());
     if token.is_none() && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to serve on {}: addresses other than loopback need --token-file \

@@ -5,38 +5,26 @@
 use super::Actor;
 use super::messages::Reply;
 use crate::api::{ReloadSummary, SupervisorError};
-use crate::config::{ConfigError, ConfigErrors, load_dir};
+use crate::config::{ConfigError, ConfigErrors, ConfigSet, ServiceConfig};
 use crate::state::State;
 use crate::unit::{Then, Unit, UnitKind};
-use std::path::Path;
 use std::sync::Arc;
 
 impl Actor {
+    /// Adds a parsed service: checked against the units (a name taken, a
+    /// dependency missing), written into the config directory atomically
+    /// (never through a link), then started by `reconcile`.
     pub(super) fn add(
         &mut self,
-        source: &Path,
         file_name: &str,
-        text: &str,
+        config: ServiceConfig,
     ) -> Result<String, SupervisorError> {
         if self.intake_frozen {
             return Err(SupervisorError::ShuttingDown);
         }
         let invalid = |errors| SupervisorError::InvalidConfig(ConfigErrors(errors));
-        let stem = Path::new(file_name)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let is_yaml = Path::new(file_name)
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml");
-        if !is_yaml || file_name.contains('/') {
-            return Err(invalid(vec![ConfigError::file(
-                source,
-                "a service file's name ends in .yaml or .yml",
-            )]));
-        }
-        let config = crate::config::parse_service(source, &stem, text).map_err(invalid)?;
+        let source = config.file.clone();
+        let text = config.source.clone();
         let name = config.name.clone();
         if self.units.contains_key(&name) {
             return Err(SupervisorError::AlreadyExists(name));
@@ -47,7 +35,7 @@ impl Actor {
             .filter(|dep| !self.units.contains_key(*dep))
             .map(|dep| {
                 ConfigError::field(
-                    source,
+                    &source,
                     "after",
                     Some(format!("{dep:?}")),
                     "depends on a service that does not exist",
@@ -58,7 +46,7 @@ impl Actor {
             return Err(invalid(missing));
         }
         let target = self.config_dir.join(file_name);
-        std::fs::write(&target, text)
+        crate::files::write_atomically(&target, text.as_bytes(), 0o644)
             .map_err(|e| SupervisorError::Io(format!("cannot write {}: {e}", target.display())))?;
         let mut config = config;
         config.file = target;
@@ -115,12 +103,11 @@ impl Actor {
         }
     }
 
-    pub(super) fn reload(&mut self) -> Result<ReloadSummary, SupervisorError> {
+    /// Applies a reloaded config directory, all or nothing.
+    pub(super) fn reload(&mut self, set: ConfigSet) -> Result<ReloadSummary, SupervisorError> {
         if self.intake_frozen {
             return Err(SupervisorError::ShuttingDown);
         }
-        let set = load_dir(&self.config_dir)
-            .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
         let errors = set.errors();
         if !errors.is_empty() {
             return Err(SupervisorError::InvalidConfig(ConfigErrors(errors)));

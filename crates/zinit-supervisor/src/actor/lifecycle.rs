@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+use zinit_process::identity::FsIdentity;
 use zinit_process::spawn::{ExitStatus, Output};
 use zinit_process::stop::StopEvent;
 use zinit_process::{Members, StopOutcome};
@@ -146,7 +147,12 @@ impl Actor {
         let sinks = Sinks {
             echo: config.log.mode == LogMode::Stdout,
             file: config.log.file.as_ref().and_then(|f| {
-                match RotatingFile::open(f.path.clone(), f.max_size, f.keep) {
+                let owner = config.run_as.as_ref().map(|u| FsIdentity {
+                    uid: u.uid,
+                    gid: u.gid,
+                    groups: u.groups.clone(),
+                });
+                match RotatingFile::open(f.path.clone(), f.max_size, f.keep, owner) {
                     Ok(file) => Some(Arc::new(Mutex::new(file))),
                     Err(e) => {
                         self.events.send(

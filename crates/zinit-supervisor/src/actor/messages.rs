@@ -5,11 +5,10 @@
 //! started for, so a stale report is recognised and ignored.
 
 use crate::api::{JobSpec, ReloadSummary, StopResult, SupervisorError};
-use crate::config::ServiceConfig;
+use crate::config::{ConfigSet, ServiceConfig};
 use crate::shutdown::{ShutdownUnit, UnitShutDown};
 use crate::stopping::UnitStopReport;
 use crate::unit::{TimerGeneration, UnitStatus};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,14 +28,15 @@ pub(crate) enum Request {
     Start(String, bool, Reply<UnitStatus>),
     Stop(String, Reply<StopResult>),
     Restart(String, Reply<UnitStatus>),
+    /// A file parsed (off the actor's task) and to be written as `file_name`.
     Add {
-        source: PathBuf,
         file_name: String,
-        text: String,
+        config: Box<ServiceConfig>,
         reply: Reply<String>,
     },
     Remove(String, Reply<()>),
-    Reload(Reply<ReloadSummary>),
+    /// The config directory, loaded off the actor's task.
+    Reload(Box<ConfigSet>, Reply<ReloadSummary>),
     Signal(String, Signal, bool, Reply<Vec<i32>>),
     RunJob(JobSpec, Reply<String>),
     Members(Option<String>, Reply<Vec<(String, Members)>>),

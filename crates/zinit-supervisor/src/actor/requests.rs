@@ -22,16 +22,15 @@ impl Actor {
             Request::Stop(name, reply) => self.stop(&name, reply),
             Request::Restart(name, reply) => self.restart(&name, reply),
             Request::Add {
-                source,
                 file_name,
-                text,
+                config,
                 reply,
             } => {
-                let _ = reply.send(self.add(&source, &file_name, &text));
+                let _ = reply.send(self.add(&file_name, *config));
             }
             Request::Remove(name, reply) => self.remove(&name, reply),
-            Request::Reload(reply) => {
-                let _ = reply.send(self.reload());
+            Request::Reload(set, reply) => {
+                let _ = reply.send(self.reload(*set));
             }
             Request::Signal(name, signal, all, reply) => {
                 let _ = reply.send(self.signal(&name, signal, all));

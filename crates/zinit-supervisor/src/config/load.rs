@@ -1,7 +1,7 @@
 //! Loading a config directory: every `*.yaml` / `*.yml` file, then the
 //! checks across files (duplicates, missing dependencies, cycles).
 
-use super::{ConfigError, ServiceConfig, parse_service};
+use super::{ConfigError, MAX_FILE_SIZE, ServiceConfig, parse_service};
 use crate::graph;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,13 +55,50 @@ pub fn parse_file(path: &Path) -> Result<ServiceConfig, Vec<ConfigError>> {
             "a service file's name ends in .yaml or .yml",
         )]);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError::file(
-            path,
-            format!("cannot read the file: {e}"),
-        )]
-    })?;
+    let text = read_bounded(path).map_err(|e| vec![ConfigError::file(path, e)])?;
     parse_service(path, &name, &text)
+}
+
+/// Reads a service file, refusing more than `MAX_FILE_SIZE` bytes.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_SIZE as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if text.len() > MAX_FILE_SIZE {
+        return Err(format!(
+            "the file is larger than {MAX_FILE_SIZE} bytes; a service file may have at most that"
+        ));
+    }
+    Ok(text)
+}
+
+/// Why a directory entry cannot be a service file, if it cannot: a link
+/// that leads nowhere or out of the directory, or something other than a
+/// regular file.
+fn unusable(path: &Path, dir: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        let Ok(resolved) = std::fs::canonicalize(path) else {
+            return Some(format!("a link to {target}, which does not exist"));
+        };
+        let inside = std::fs::canonicalize(dir).is_ok_and(|d| resolved.starts_with(d));
+        if !inside {
+            return Some(format!(
+                "a link to {target}, outside the config directory (links must stay inside it)"
+            ));
+        }
+        if !resolved.is_file() {
+            return Some(format!("a link to {target}, which is not a regular file"));
+        }
+        return None;
+    }
+    (!meta.is_file()).then(|| "not a regular file".to_string())
 }
 
 /// Loads every service file in `dir`. Fails only when the directory itself
@@ -72,7 +109,7 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigError> {
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| is_service_file(p) && p.is_file())
+        .filter(|p| is_service_file(p))
         .collect();
     files.sort();
 
@@ -97,6 +134,13 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigError> {
             continue;
         }
         seen.insert(name.clone(), path.clone());
+        if let Some(why) = unusable(&path, dir) {
+            set.invalid
+                .entry(name)
+                .or_default()
+                .push(ConfigError::file(&path, why));
+            continue;
+        }
         match parse_file(&path) {
             Ok(service) => {
                 set.services.insert(name, service);

@@ -150,8 +150,8 @@ pub(crate) fn plan(
         plan.report.finishing_shutdown = plan.shutdown_left.is_some();
     }
 
-    // The directories of servers that are gone: recorded ones, and any
-    // orphaned sibling of ours (a server that died before its first record).
+    // The cgroup directories the previous server used: its own, which is
+    // ours too (the same identity), and any it had adopted.
     let mut roots: Vec<CgroupRoot> = Vec::new();
     let recorded_roots = record.iter().flat_map(|r| r.cgroup_roots.iter());
     for root in recorded_roots.filter_map(|p| CgroupRoot::existing(p.clone())) {
@@ -159,15 +159,7 @@ pub(crate) fn plan(
             roots.push(root);
         }
     }
-    for root in own_root
-        .map(CgroupRoot::orphaned_siblings)
-        .unwrap_or_default()
-    {
-        if !roots.iter().any(|r| r.path() == root.path()) {
-            roots.push(root);
-        }
-    }
-    for root in &roots {
+    for root in roots.iter().chain(own_root) {
         plan.report.thawed += root.thaw_all();
     }
 
@@ -182,7 +174,7 @@ pub(crate) fn plan(
     }
     // Unit cgroups nobody recorded (a server that died before its record
     // said so): adopted by name if configured, else stopped.
-    for root in &roots {
+    for root in roots.iter().chain(own_root) {
         for (name, cgroup) in root.units() {
             if seen.contains(&name) {
                 continue;

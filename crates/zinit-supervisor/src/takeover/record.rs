@@ -12,7 +12,7 @@
 
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -233,7 +233,7 @@ impl RecordFile {
         if bytes == self.last {
             return;
         }
-        match write_atomically(&self.path, &bytes) {
+        match crate::files::write_atomically(&self.path, &bytes, 0o600) {
             Ok(()) => self.last = bytes,
             Err(e) => tracing::error!("cannot write the record {}: {e}", self.path.display()),
         }
@@ -243,25 +243,4 @@ impl RecordFile {
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Writes `bytes` to a new file beside `path` (created exclusively, never
-/// through a link, mode 0600) and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(&temp)?;
-    file.write_all(bytes)?;
-    drop(file);
-    std::fs::rename(&temp, path)
 }
