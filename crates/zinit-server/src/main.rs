@@ -11,7 +11,8 @@ mod signals;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+use zinit_supervisor::shutdown::MAX_DEADLINE;
 use zinit_supervisor::{Host, Options, Supervisor};
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,36 @@ struct Args {
     /// A file holding the token every TCP call must send as `authorization: Bearer TOKEN`.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The deadline of a shutdown started by SIGTERM or SIGINT, such as 10s
+    /// (a bare number is seconds): at most 30 s, the default. zinit_pid1
+    /// passes its own bound here.
+    #[arg(long, value_name = "DURATION", value_parser = parse_shutdown_timeout)]
+    shutdown_timeout: Option<Duration>,
+    /// When a shutdown ends, write `reboot` or `poweroff` (what the request
+    /// that started it asked for) to this file, atomically, before exiting.
+    /// zinit_pid1 passes it and reads it.
+    #[arg(long, value_name = "PATH")]
+    after_shutdown_file: Option<PathBuf>,
+}
+
+/// `--shutdown-timeout`: `10s`, `500ms` or a bare number of seconds; more
+/// than zero and at most 30 s.
+fn parse_shutdown_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= MAX_DEADLINE.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
+        }
+        Ok(_) => return Err(format!("{text:?} is not between 0 and 30 seconds")),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?}: {e} (examples: 10s, 500ms, 20)"))?,
+    };
+    if duration.is_zero() || duration > MAX_DEADLINE {
+        return Err(format!(
+            "{text:?}: a shutdown deadline is more than zero and at most 30 s"
+        ));
+    }
+    Ok(duration)
 }
 
 fn main() {
@@ -144,9 +175,14 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
             .with_context(|| format!("writing the pid file {}", path.display()))?;
     }
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let controller =
-        shutdown::ShutdownController::new(sup.clone(), socket.clone(), args.pid_file.clone());
-    signals::spawn_thread(signals, controller.clone(), sup.clone());
+    let controller = shutdown::ShutdownController::new(
+        sup.clone(),
+        socket.clone(),
+        args.pid_file.clone(),
+        args.after_shutdown_file.clone(),
+    );
+    let deadline = args.shutdown_timeout.unwrap_or(MAX_DEADLINE);
+    signals::spawn_thread(signals, controller.clone(), sup.clone(), deadline);
     let service = control::ControlService {
         sup: sup.clone(),
         info: control::ServerInfo {
