@@ -5,6 +5,11 @@
 //! `zinit-probe reaper --tag T --fixture PATH`
 //! `unshare --pid --fork --mount-proc zinit-probe pid-reuse --tag T --fixture PATH`
 //! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... -- SERVER ARGS`
+//! `zinit-probe orphan-flood --tag T --millis MS`: for MS milliseconds, forks
+//! children that each fork a grandchild and exit at once, so every
+//! grandchild is an orphan for the init (or subreaper) above this probe to
+//! reap; prints `orphans=N millis=MS` (zinit_pid1's tests run it inside
+//! zinit_pid1's namespace with `nsenter`).
 //!
 //! Prints `ok SCENARIO` and exits 0 when every check holds; panics (exit
 //! 101) with the failed check otherwise.
@@ -313,6 +318,35 @@ fn ns_init() -> i32 {
     0
 }
 
+/// The orphan flood: see the module documentation.
+fn orphan_flood() -> i32 {
+    use nix::sys::wait::waitpid;
+    use nix::unistd::{ForkResult, fork};
+    let millis: u64 = arg("--millis").parse().expect("--millis MS");
+    let start = Instant::now();
+    let end = start + Duration::from_millis(millis);
+    let mut orphans = 0u64;
+    while Instant::now() < end {
+        // SAFETY: this mode is single-threaded (no runtime is started); the
+        // child only forks again and exits.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                // SAFETY: as above; the grandchild exits at once.
+                let _ = unsafe { fork() };
+                // SAFETY: _exit ends the child (or grandchild) at once,
+                // running nothing of the parent's.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                let _ = waitpid(child, None);
+                orphans += 1;
+            }
+        }
+    }
+    println!("orphans={orphans} millis={}", start.elapsed().as_millis());
+    0
+}
+
 fn zinit_tests_now_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
@@ -322,6 +356,9 @@ fn main() {
     let scenario = std::env::args().nth(1).expect("scenario");
     if scenario == "ns-init" {
         std::process::exit(ns_init());
+    }
+    if scenario == "orphan-flood" {
+        std::process::exit(orphan_flood());
     }
     let tag_text = arg("--tag");
     let fixture = arg("--fixture");
