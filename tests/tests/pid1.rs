@@ -14,10 +14,12 @@
 //! with `nsenter` (as `docker exec` does). Tests run one at a time: they
 //! measure time and a flood of forks on a small machine.
 //!
-//! Unit names carry a per-test suffix: servers in PID namespaces all see
-//! themselves as a small pid, and unit cgroups are named after units, so two
-//! namespaced servers running at once (another test run) must never pick
-//! the same unit cgroup.
+//! Each namespace runs in a cgroup of its own, as a container runtime gives
+//! each container: a server names its cgroup directory after its pid
+//! (`zinit.2` under zinit_pid1, in every namespace) below its own cgroup, so
+//! two namespaced servers in one cgroup (another test run at the same time)
+//! would share unit cgroups, and one's `cgroup.kill` would kill the other's
+//! units. Unit names also carry a per-test suffix, as a second guard.
 
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
@@ -76,9 +78,61 @@ fn until(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// One zinit_pid1 in its own PID namespace.
+/// A cgroup of its own for one namespace (`None` without a usable cgroup
+/// v2 hierarchy): `<own cgroup>/<name>`.
+fn own_cgroup(name: &str) -> Option<PathBuf> {
+    let root = zinit_process::CgroupRoot::detect_as(name).map(|r| r.path().to_path_buf());
+    assert!(
+        root.is_some() || !zinit_tests::host_allows_cgroups(),
+        "this host has a writable cgroup v2 hierarchy, but {name} could not be created"
+    );
+    root
+}
+
+/// Waits (bounded) until a cgroup has no process left, then removes it and
+/// every cgroup below it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    until(Duration::from_secs(5), || {
+        std::fs::read_to_string(dir.join("cgroup.events"))
+            .map_or(true, |e| e.contains("populated 0"))
+    });
+    remove_empty_cgroups(dir);
+}
+
+fn remove_empty_cgroups(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_cgroups(&entry.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("warning: cgroup {} not removed: {e}", dir.display());
+    }
+}
+
+/// `program` started in `cgroup` (through a shell that moves itself there,
+/// then executes it), or directly without one.
+fn in_cgroup(cgroup: Option<&Path>, program: &str) -> Command {
+    match cgroup {
+        Some(dir) => {
+            let mut command = Command::new("sh");
+            command
+                .arg("-c")
+                .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
+                .arg(dir)
+                .arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// One zinit_pid1 in its own PID namespace (and cgroup).
 struct Ns {
     tag: Tag,
+    cgroup: Option<PathBuf>,
     suffix: String,
     conf: PathBuf,
     socket: PathBuf,
@@ -102,6 +156,7 @@ impl Ns {
         Self {
             socket: tag.dir().join("s.sock"),
             log: tag.dir().join("pid1.log"),
+            cgroup: own_cgroup(&format!("{}-ns", tag.as_str())),
             conf,
             suffix,
             tag,
@@ -149,7 +204,7 @@ impl Ns {
     /// Starts zinit_pid1 without waiting for the server.
     fn spawn(&mut self, args: &[&str]) {
         let log = std::fs::File::create(&self.log).expect("log file");
-        let mut command = Command::new("unshare");
+        let mut command = in_cgroup(self.cgroup.as_deref(), "unshare");
         command
             .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
             .arg(zinit_tests::workspace_bin("zinit_pid1"))
@@ -361,6 +416,9 @@ impl Drop for Ns {
         }
         if std::thread::panicking() {
             eprintln!("zinit_pid1's log:\n{}", self.pid1_log());
+        }
+        if let Some(dir) = &self.cgroup {
+            remove_cgroup_tree(dir);
         }
     }
 }
@@ -799,6 +857,26 @@ fn latencies(socket: &Path, busy: &std::sync::atomic::AtomicBool) -> Vec<Duratio
     })
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -826,6 +904,7 @@ fn an_orphan_flood_leaves_no_zombie_pile() {
             t.join().expect("latencies")
         })
     };
+    let cpu_before = cpu_time(ns.pid1);
     let busy = AtomicBool::new(true);
     let max_zombies = AtomicUsize::new(0);
     let samples = AtomicUsize::new(0);
@@ -864,6 +943,7 @@ fn an_orphan_flood_leaves_no_zombie_pile() {
         zombie_children(ns.pid1)
     );
     let max = max_zombies.load(Ordering::SeqCst);
+    let cpu = cpu_time(ns.pid1).saturating_sub(cpu_before);
     let mut during = during;
     during.sort();
     let mut idle = idle;
@@ -883,10 +963,13 @@ fn an_orphan_flood_leaves_no_zombie_pile() {
         })
         .expect("zinit_pid1 says how many orphans it reaped");
     println!(
-        "orphan flood: {orphans} orphans in {:.2}s ({rate:.0}/s), {reaped} reaped by zinit_pid1; \
-         zombies at most {max} over {} samples; ServerInfo round trip idle p50 {:.1} ms max {:.1} ms, \
+        "orphan flood: {orphans} orphans in {:.2}s ({rate:.0}/s), {reaped} reaped by zinit_pid1 \
+         using {} ms of CPU ({:.1} us per orphan); zombies at most {max} over {} samples; \
+         ServerInfo round trip idle p50 {:.1} ms max {:.1} ms, \
          during the flood p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} calls)",
         millis as f64 / 1000.0,
+        cpu.as_millis(),
+        cpu.as_secs_f64() * 1e6 / orphans.max(1) as f64,
         samples.load(Ordering::SeqCst),
         percentile(&idle, 0.5).as_secs_f64() * 1e3,
         percentile(&idle, 1.0).as_secs_f64() * 1e3,
@@ -1107,7 +1190,8 @@ fn not_pid1_it_is_a_child_subreaper() {
         log = log_path.display(),
         code = code_file.display()
     );
-    let mut unshare = Command::new("unshare")
+    let cgroup = own_cgroup(&format!("{}-ns", tag.as_str()));
+    let mut unshare = in_cgroup(cgroup.as_deref(), "unshare")
         .args([
             "--pid",
             "--fork",
@@ -1158,6 +1242,9 @@ fn not_pid1_it_is_a_child_subreaper() {
     });
     if !ready {
         cleanup(&mut unshare);
+        if let Some(dir) = &cgroup {
+            remove_cgroup_tree(dir);
+        }
         panic!("not ready: {}", log());
     }
     let pid1 = pid1.expect("pid1");
@@ -1176,6 +1263,9 @@ fn not_pid1_it_is_a_child_subreaper() {
     let sibling_alive = state_of(sibling).is_some_and(|s| s != 'Z');
     let other_gone = state_of(orphans[1]).is_none();
     cleanup(&mut unshare);
+    if let Some(dir) = &cgroup {
+        remove_cgroup_tree(dir);
+    }
     let text = log();
     assert!(
         text.contains("not PID 1: running as a child subreaper"),

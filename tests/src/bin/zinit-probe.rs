@@ -6,7 +6,7 @@
 //! `unshare --pid --fork --mount-proc zinit-probe pid-reuse --tag T --fixture PATH`
 //! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... -- SERVER ARGS`
 //! `zinit-probe orphan-flood --tag T --millis MS`: for MS milliseconds, forks
-//! children that each fork a grandchild and exit at once, so every
+//! children that each fork grandchildren and exit at once, so every
 //! grandchild is an orphan for the init (or subreaper) above this probe to
 //! reap; prints `orphans=N millis=MS` (zinit_pid1's tests run it inside
 //! zinit_pid1's namespace with `nsenter`).
@@ -318,30 +318,63 @@ fn ns_init() -> i32 {
     0
 }
 
-/// The orphan flood: see the module documentation.
+/// The orphan flood: see the module documentation. Two workers (one per
+/// core of a small machine) each fork children that fork four grandchildren
+/// and exit at once, so the grandchildren are orphans.
 fn orphan_flood() -> i32 {
     use nix::sys::wait::waitpid;
     use nix::unistd::{ForkResult, fork};
+    const WORKERS: usize = 2;
+    const PER_CHILD: u64 = 4;
     let millis: u64 = arg("--millis").parse().expect("--millis MS");
     let start = Instant::now();
     let end = start + Duration::from_millis(millis);
-    let mut orphans = 0u64;
-    while Instant::now() < end {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
         // SAFETY: this mode is single-threaded (no runtime is started); the
-        // child only forks again and exits.
-        match unsafe { fork() }.expect("fork") {
+        // worker only forks, waits and writes to a pipe, then exits.
+        match unsafe { fork() }.expect("fork a worker") {
             ForkResult::Child => {
-                // SAFETY: as above; the grandchild exits at once.
-                let _ = unsafe { fork() };
-                // SAFETY: _exit ends the child (or grandchild) at once,
-                // running nothing of the parent's.
+                let mut orphans = 0u64;
+                while Instant::now() < end {
+                    // SAFETY: as above; the child only forks and exits.
+                    match unsafe { fork() } {
+                        Ok(ForkResult::Child) => {
+                            for _ in 0..PER_CHILD {
+                                // SAFETY: as above; the grandchild exits at once.
+                                if let Ok(ForkResult::Child) = unsafe { fork() } {
+                                    // SAFETY: _exit ends the grandchild at once.
+                                    unsafe { libc::_exit(0) }
+                                }
+                            }
+                            // SAFETY: _exit ends the child at once, leaving
+                            // its children to the init (or subreaper) above.
+                            unsafe { libc::_exit(0) }
+                        }
+                        Ok(ForkResult::Parent { child }) => {
+                            let _ = waitpid(child, None);
+                            orphans += PER_CHILD;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+                let _ = nix::unistd::write(&write, &orphans.to_ne_bytes());
+                // SAFETY: _exit ends the worker without running the parent's
+                // exit handlers.
                 unsafe { libc::_exit(0) }
             }
-            ForkResult::Parent { child } => {
-                let _ = waitpid(child, None);
-                orphans += 1;
-            }
+            ForkResult::Parent { child } => workers.push(child),
         }
+    }
+    drop(write);
+    for worker in workers {
+        let _ = waitpid(worker, None);
+    }
+    let mut orphans = 0u64;
+    let mut buf = [0u8; 8];
+    while let Ok(8) = nix::unistd::read(&read, &mut buf) {
+        orphans += u64::from_ne_bytes(buf);
     }
     println!("orphans={orphans} millis={}", start.elapsed().as_millis());
     0
