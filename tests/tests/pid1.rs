@@ -140,6 +140,8 @@ struct Ns {
     unshare: Option<std::process::Child>,
     /// zinit_pid1's pid as seen from here.
     pid1: i32,
+    /// Environment for zinit_pid1 (and so for the server).
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Ns {
@@ -162,6 +164,7 @@ impl Ns {
             tag,
             unshare: None,
             pid1: 0,
+            env: Vec::new(),
         }
     }
 
@@ -214,6 +217,7 @@ impl Ns {
             .arg(&self.socket)
             .args(["--log-level", "info"])
             .args(args)
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -419,6 +423,21 @@ impl Drop for Ns {
         }
         if let Some(dir) = &self.cgroup {
             remove_cgroup_tree(dir);
+        }
+        // A zinit_pid1 killed by the test (or by a failure) could not remove
+        // its private directory: the one its log names.
+        if let Some(dir) = self.pid1_log().lines().find_map(|l| {
+            let file = l.strip_prefix("zinit_pid1: the server's after-shutdown file: ")?;
+            Path::new(file)
+                .parent()
+                .filter(|d| {
+                    d.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("zinit_pid1."))
+                })
+                .map(Path::to_path_buf)
+        }) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -704,6 +723,58 @@ fn a_hung_server_is_killed_and_everything_ends_in_time() {
     assert!(ns.pid1_log().contains("killing it"), "{}", ns.pid1_log());
     println!(
         "a server ignoring SIGTERM was killed; zinit_pid1 exited 5 after {:.2}s (bound 2 s)",
+        seconds(took)
+    );
+}
+
+/// The debug zinit_server, which has the test-only fault hook
+/// (`ZINIT_TEST_WEDGE`), whatever `ZINIT_BIN_DIR` says.
+fn hooked_server() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--workspace", "--bin", "zinit_server"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the debug zinit_server");
+    zinit_tests::bin_dir().join("zinit_server")
+}
+
+/// A shutdown step that hangs (the debug server's fault hook): the server's
+/// own watchdog ends it at the bound and still writes the after-shutdown
+/// file, so zinit_pid1 knows the shutdown ran and passes its code on (4),
+/// instead of taking it for a crash.
+#[test]
+fn a_wedged_shutdown_is_ended_by_the_servers_watchdog_at_the_bound() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-wedge");
+    let svc = ns.service("svc", "--width 2 --depth 2", "");
+    ns.env.push(("ZINIT_TEST_WEDGE", "before-freeze"));
+    let server = hooked_server();
+    ns.start(&[
+        "--timeout",
+        "3s",
+        "--server",
+        server.to_str().expect("utf-8"),
+    ]);
+    ns.wait_running(&[&svc]);
+    let started = Instant::now();
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(35));
+    let took = started.elapsed();
+    ns.assert_ended(status, 4);
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "the watchdog fired at the 3 s bound: {took:?}"
+    );
+    let log = ns.pid1_log();
+    assert!(log.contains("wedging the shutdown"), "{log}");
+    assert!(
+        log.contains("finished its shutdown (exit code 4)"),
+        "the watchdog wrote the after-shutdown file: {log}"
+    );
+    assert!(log.contains("final sweep: nothing left"), "{log}");
+    println!(
+        "a wedged shutdown: the server's watchdog ended it; zinit_pid1 exited 4 after {:.2}s",
         seconds(took)
     );
 }
@@ -1093,14 +1164,15 @@ fn killed_by(status: ExitStatus) -> Option<i32> {
     status.signal()
 }
 
-/// `--machine` in a PID namespace: a SIGTERM powers off (the namespace's
-/// init dies of SIGINT), `zinit reboot` and ctrl-alt-del (SIGINT) reboot
-/// (SIGHUP) — after the same graceful shutdown.
+/// `--machine` in a PID namespace: SIGTERM and SIGPWR power off (the
+/// namespace's init dies of SIGINT), `zinit reboot` and ctrl-alt-del
+/// (SIGINT) reboot (SIGHUP) — after the same graceful shutdown.
 #[test]
 fn the_reboot_path_ends_the_namespace() {
     let _serial = one_at_a_time();
     for (case, expected) in [
         ("SIGTERM", Signal::SIGINT),
+        ("SIGPWR", Signal::SIGINT),
         ("zinit reboot", Signal::SIGHUP),
         ("SIGINT", Signal::SIGHUP),
     ] {
@@ -1112,6 +1184,7 @@ fn the_reboot_path_ends_the_namespace() {
         let tree = zinit_tests::tagged_trees(ns.tag.as_str());
         match case {
             "SIGTERM" => ns.signal_pid1(Signal::SIGTERM),
+            "SIGPWR" => ns.signal_pid1(Signal::SIGPWR),
             "SIGINT" => ns.signal_pid1(Signal::SIGINT),
             _ => {
                 let out = ns.cli(&["reboot"]);

@@ -139,6 +139,10 @@ fn run(args: Args) -> Result<i32> {
     passed.push(args.log_level.clone().into());
     passed.extend(args.server_args.iter().cloned());
     let spec = server::ServerSpec::new(program, passed, args.timeout, &state);
+    info!(
+        "the server's after-shutdown file: {}",
+        spec.after_file.display()
+    );
     let first = spec
         .spawn()
         .with_context(|| format!("starting {}", spec.program.display()))?;
