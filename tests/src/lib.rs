@@ -591,9 +591,14 @@ pub fn workspace_bin(name: &str) -> PathBuf {
             "zinit",
             "--bin",
             "zinit_ui",
+            "--bin",
+            "zinit_pid1",
         ]);
         let status = command.status().expect("run cargo build");
-        assert!(status.success(), "building zinit_server and zinit");
+        assert!(
+            status.success(),
+            "building zinit_server, zinit, zinit_ui and zinit_pid1"
+        );
     });
     bin_dir().join(name)
 }

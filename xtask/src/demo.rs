@@ -2,7 +2,11 @@
 //! `zinit list`, then `zinit shutdown` with its live progress, and a check
 //! that nothing is left. Everything runs from a temporary directory and is
 //! cleaned up, whatever happens. With `--ui`, `zinit_ui` serves the page
-//! beside it and the stack stays up until Enter or Ctrl+C.
+//! beside it and the stack stays up until Enter or Ctrl+C. With `--pid1`,
+//! the same stack runs under `zinit_pid1` as PID 1 of a private PID
+//! namespace (`unshare --pid --fork --mount-proc`), as in a container, and a
+//! SIGTERM to it (what `docker stop` or the kubelet sends) ends it, watched
+//! live with `zinit shutdown --watch`.
 
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, IsTerminal};
@@ -17,6 +21,10 @@ pub struct Args {
     /// or Ctrl+C; the page then shows the shutdown live.
     #[arg(long)]
     pub ui: bool,
+    /// Run the stack under zinit_pid1 as PID 1 of a private PID namespace and
+    /// end it with SIGTERM, as a container runtime would.
+    #[arg(long, conflicts_with = "ui")]
+    pub pid1: bool,
 }
 
 /// The demo's services: (name, fixture arguments, extra YAML).
@@ -56,7 +64,11 @@ pub fn run(args: Args) -> Result<()> {
     let dir = std::env::temp_dir().join(&tag);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("conf"))?;
-    let result = demo(&bins, &tag, &dir, args.ui);
+    let result = if args.pid1 {
+        demo_pid1(&bins, &tag, &dir)
+    } else {
+        demo(&bins, &tag, &dir, args.ui)
+    };
     crate::bench::reap_tag(&tag);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -114,7 +126,8 @@ fn real_programs(tag: &str, dir: &Path) -> Result<Vec<(&'static str, String)>> {
     Ok(programs)
 }
 
-fn demo(bins: &Path, tag: &str, dir: &Path, ui: bool) -> Result<()> {
+/// Writes the demo's service files into `dir/conf`.
+fn write_stack(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
     let fixture = bins.join("zinit-fixture");
     let conf = dir.join("conf");
     for (name, args, yaml) in stack(free_port()?) {
@@ -135,6 +148,13 @@ fn demo(bins: &Path, tag: &str, dir: &Path, ui: bool) -> Result<()> {
             fixture.display()
         ),
     )?;
+    Ok(())
+}
+
+fn demo(bins: &Path, tag: &str, dir: &Path, ui: bool) -> Result<()> {
+    write_stack(bins, tag, dir)?;
+    let fixture = bins.join("zinit-fixture");
+    let conf = dir.join("conf");
     let socket = dir.join("zinit.sock");
     let server_log = std::fs::File::create(dir.join("server.log"))?;
     let mut server = Command::new(bins.join("zinit_server"));
@@ -204,6 +224,173 @@ fn demo(bins: &Path, tag: &str, dir: &Path, ui: bool) -> Result<()> {
         );
     }
     outcome
+}
+
+/// `--pid1`: the stack under zinit_pid1 in its own PID namespace, ended by
+/// a SIGTERM to it, watched live.
+fn demo_pid1(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
+    write_stack(bins, tag, dir)?;
+    let socket = dir.join("zinit.sock");
+    let log_path = dir.join("pid1.log");
+    println!(
+        "$ unshare --pid --fork --mount-proc zinit_pid1 --config {} --socket {}",
+        dir.join("conf").display(),
+        socket.display()
+    );
+    // A cgroup of its own, as a container runtime gives a container: the
+    // server's unit cgroups go below it, apart from any other server's.
+    let cgroup = zinit_process::CgroupRoot::detect_as(tag).map(|r| r.path().to_path_buf());
+    let mut init = match &cgroup {
+        Some(dir) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
+                .arg(dir)
+                .arg("unshare");
+            sh
+        }
+        None => Command::new("unshare"),
+    };
+    let mut init = init
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bins.join("zinit_pid1"))
+        .arg("--config")
+        .arg(dir.join("conf"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--log-level", "info"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()
+        .context("starting unshare and zinit_pid1")?;
+    let zinit = |args: &[&str]| {
+        Command::new(bins.join("zinit"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .status()
+    };
+    let pid1_lines = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("zinit_pid1:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let outcome = (|| -> Result<()> {
+        let pid1 = child_of(init.id() as i32)?;
+        wait_until_running(bins, &socket)?;
+        // A process outside the server's tree, entered into the namespace as
+        // `docker exec` would, matching a declared filter: the sweep's job.
+        let mut stray = Command::new("nsenter")
+            .arg("--target")
+            .arg(pid1.to_string())
+            .args(["--pid", "--mount", "--"])
+            .arg(bins.join("zinit-fixture"))
+            .args(["--tag", tag, "--", &format!("zdemo-stray-{tag}")])
+            .stdout(Stdio::null())
+            .spawn()?;
+        println!("$ zinit list");
+        zinit(&["list"])?;
+        println!(
+            "\n$ kill -TERM {pid1}    # zinit_pid1, PID 1 of the namespace: what docker stop or the kubelet sends"
+        );
+        let began = Instant::now();
+        // SAFETY: a plain kill of the zinit_pid1 we just started.
+        if unsafe { libc::kill(pid1, libc::SIGTERM) } != 0 {
+            bail!("cannot signal zinit_pid1 (pid {pid1})");
+        }
+        println!("$ zinit shutdown --watch");
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let watch = Command::new(bins.join("zinit"))
+                .arg("--socket")
+                .arg(&socket)
+                .args(["shutdown", "--watch"])
+                .stderr(Stdio::piped())
+                .spawn()?
+                .wait_with_output()?;
+            let why = String::from_utf8_lossy(&watch.stderr);
+            if watch.status.success() || !why.contains("no shutdown is running") {
+                eprint!("{why}");
+                break;
+            }
+            if Instant::now() > end {
+                bail!("the shutdown did not begin: {why}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let code = wait_exit(&mut init, Duration::from_secs(35))?;
+        // nsenter ends with what it entered.
+        let _ = stray.wait();
+        println!("\nzinit_pid1's log:");
+        for line in pid1_lines() {
+            println!("  {line}");
+        }
+        let left = tagged(tag);
+        println!(
+            "\nzinit_pid1 exited {code} {:.2}s after the SIGTERM; the namespace is gone; processes left with the demo's tag: {}",
+            began.elapsed().as_secs_f64(),
+            left.len()
+        );
+        if !left.is_empty() {
+            bail!("processes were left: {left:?}");
+        }
+        if code != "0" {
+            bail!("zinit_pid1 exited {code}, not 0");
+        }
+        Ok(())
+    })();
+    // --kill-child: killing unshare ends zinit_pid1 and the namespace.
+    let _ = init.kill();
+    let _ = init.wait();
+    if let Some(dir) = &cgroup {
+        remove_cgroups(dir);
+    }
+    if outcome.is_err() {
+        eprintln!(
+            "log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+    outcome
+}
+
+/// Removes a cgroup and those below it, deepest first, once it is empty.
+fn remove_cgroups(dir: &Path) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(dir.join("cgroup.events"))
+        .map_or(true, |e| e.contains("populated 0"))
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fn remove(dir: &Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    remove(dir);
+}
+
+/// The child of `parent` (zinit_pid1, the child of unshare), waited for.
+fn child_of(parent: i32) -> Result<i32> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = zinit_process::ProcessTable::snapshot(zinit_process::Detail::Basic)?;
+        if let Some(&child) = table.children(parent).first() {
+            return Ok(child);
+        }
+        if Instant::now() > end {
+            bail!("zinit_pid1 did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Starts `zinit_ui` for the demo's socket (on port 8090 when it is free)
@@ -318,7 +505,7 @@ fn wait_exit(child: &mut std::process::Child, bound: Duration) -> Result<String>
                 .map_or_else(|| status.to_string(), |c| c.to_string()));
         }
         if Instant::now() > end {
-            bail!("zinit_server did not exit within {bound:?}");
+            bail!("it did not exit within {bound:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -1,6 +1,8 @@
 //! `cargo xtask install [--prefix DIR] [--socket PATH] [--restart]`: builds
 //! release binaries and installs them. A server running on the socket is shut
-//! down gracefully first (with live progress), unless it is PID 1.
+//! down gracefully first (with live progress), unless it is PID 1 or runs
+//! under zinit_pid1 as PID 1 (its shutdown would end the machine or the
+//! container).
 
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
@@ -22,7 +24,7 @@ pub struct Args {
 }
 
 /// The binaries that get installed.
-pub const BINARIES: &[&str] = &["zinit_server", "zinit", "zinit_ui"];
+pub const BINARIES: &[&str] = &["zinit_server", "zinit", "zinit_ui", "zinit_pid1"];
 
 /// Builds the release binaries (with the fixture when `fixture`); returns
 /// the directory they are in.
@@ -40,6 +42,8 @@ pub fn build_release(fixture: bool) -> Result<PathBuf> {
         "zinit",
         "--bin",
         "zinit_ui",
+        "--bin",
+        "zinit_pid1",
     ];
     if fixture {
         args.extend(["--bin", "zinit-fixture"]);
@@ -83,6 +87,15 @@ pub fn run(args: Args) -> Result<()> {
             bail!(
                 "the zinit_server on {} is PID 1 of this machine; not shutting it down (install the binaries another way and reboot)",
                 socket.display()
+            );
+        }
+        if under_zinit_pid1(info.pid) {
+            bail!(
+                "the zinit_server on {} (pid {}) runs under zinit_pid1 as PID 1: its shutdown would end \
+                 the machine or container; not shutting it down (install the binaries another way, then \
+                 reboot or restart the container)",
+                socket.display(),
+                info.pid
             );
         }
         println!(
@@ -152,6 +165,22 @@ fn running(pid: u32) -> bool {
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// Whether `pid` (as seen here) is a child of PID 1 and PID 1 is zinit_pid1.
+fn under_zinit_pid1(pid: u32) -> bool {
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u32>()
+                .ok()
+        });
+    ppid == Some(1)
+        && std::fs::read_to_string("/proc/1/comm").is_ok_and(|comm| comm.trim() == "zinit_pid1")
 }
 
 /// Whether we are in the machine's own PID namespace (so PID 1 is the machine's init).

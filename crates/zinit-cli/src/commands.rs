@@ -219,8 +219,30 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             timeout,
             force,
             dry_run,
+            watch,
         } => {
-            return crate::shutdown::run(client, &socket, timeout, force, dry_run, json).await;
+            let request = crate::shutdown::Request {
+                timeout,
+                force,
+                dry_run,
+                watch,
+                reboot: false,
+            };
+            return crate::shutdown::run(client, &socket, request, json).await;
+        }
+        Command::Reboot {
+            timeout,
+            force,
+            dry_run,
+        } => {
+            let request = crate::shutdown::Request {
+                timeout,
+                force,
+                dry_run,
+                watch: false,
+                reboot: true,
+            };
+            return crate::shutdown::run(client, &socket, request, json).await;
         }
         Command::Info => {
             let info = client

@@ -87,6 +87,23 @@ pub enum Command {
         /// Print the plan and what the sweep would target; stop nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Only watch the running shutdown (its events so far, then the live
+        /// ones); start none (fails when none is running).
+        #[arg(long, conflicts_with_all = ["timeout", "force", "dry_run"])]
+        watch: bool,
+    },
+    /// As shutdown, then reboot: zinit_pid1, as a machine's init, reboots
+    /// instead of powering off once the shutdown has ended.
+    Reboot {
+        /// A deadline lower than 30 s, such as 10s or 500ms (a bare number is seconds).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Skip the remaining grace (the sweep and verification still run).
+        #[arg(long)]
+        force: bool,
+        /// Print the plan and what the sweep would target; stop nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Describe the server.
     Info,

@@ -1,5 +1,6 @@
-//! `zinit shutdown`: streams the shutdown's progress, then waits until the
-//! server process has really exited before it says "stopped".
+//! `zinit shutdown` (and `zinit reboot`, and `zinit shutdown --watch`):
+//! streams the shutdown's progress, then waits until the server process has
+//! really exited before it says "stopped".
 
 use crate::output::{self, print_json};
 use crate::{Failure, code};
@@ -28,14 +29,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, Failure> {
     })
 }
 
+/// What `zinit shutdown` or `zinit reboot` asks for.
+#[derive(Debug)]
+pub struct Request {
+    /// The deadline, as typed.
+    pub timeout: Option<String>,
+    /// Skip the remaining grace.
+    pub force: bool,
+    /// Only print the plan.
+    pub dry_run: bool,
+    /// Only watch the running shutdown (`join_only`).
+    pub watch: bool,
+    /// Reboot afterwards (`zinit reboot`).
+    pub reboot: bool,
+}
+
 pub async fn run(
     mut client: ControlClient<Channel>,
     socket: &std::path::Path,
-    timeout: Option<String>,
-    force: bool,
-    dry_run: bool,
+    request: Request,
     json: bool,
 ) -> Result<u8, Failure> {
+    let Request {
+        timeout,
+        force,
+        dry_run,
+        watch,
+        reboot,
+    } = request;
     let timeout = timeout.as_deref().map(parse_duration).transpose()?;
     let info = client
         .server_info(pb::ServerInfoRequest {})
@@ -54,7 +75,8 @@ pub async fn run(
         }),
         force,
         dry_run,
-        join_only: false,
+        join_only: watch,
+        reboot,
     };
     let mut stream = client.shutdown(request).await?.into_inner();
     let mut summary = None;

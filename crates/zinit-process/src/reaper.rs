@@ -2,9 +2,10 @@
 //!
 //! With `PR_SET_CHILD_SUBREAPER`, processes that double-fork away from a
 //! unit are re-parented to this process instead of PID 1, so they stay
-//! visible as our descendants. The reaper is the only caller of
-//! `waitid(P_ALL)`: it takes the spawn table's lock, reaps every exited
-//! child, and files the status of children spawned through
+//! visible as our descendants. This module is the only caller of
+//! `waitid(P_ALL)`: the [`Reaper`] (or, in a process that does all of its
+//! waiting itself, [`reap_any`]) takes the spawn table's lock, reaps every
+//! exited child, and files the status of children spawned through
 //! [`crate::spawn::Command`] in that table for their own [`crate::Child::wait`].
 //!
 //! The subreaper flag is process-wide: a process that starts the reaper must
@@ -61,7 +62,7 @@ impl Reaper {
     pub fn reap_now(&self) -> usize {
         let mut table = children();
         let mut orphans = 0;
-        while let Some((pid, status)) = crate::sys::waitid_any() {
+        while let Ok(Some((pid, status))) = crate::sys::waitid_any() {
             match table.get_mut(&pid) {
                 Some(slot) => *slot = Some(status),
                 None => {
@@ -82,6 +83,40 @@ impl Reaper {
     /// A stream of reaped orphans.
     pub fn subscribe(&self) -> broadcast::Receiver<Reaped> {
         self.orphans.subscribe()
+    }
+}
+
+/// What [`reap_any`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reap {
+    /// A child that had exited, now reaped.
+    Exited(Reaped),
+    /// Children are running, and none of them has exited.
+    Running,
+    /// This process has no child at all.
+    NoChildren,
+}
+
+/// Reaps one exited child of this process, whichever it is (`waitid(P_ALL,
+/// WEXITED | WNOHANG)`), for a process that does all of its waiting itself
+/// (zinit_pid1) instead of running a [`Reaper`]: call it until it returns
+/// [`Reap::Running`] or [`Reap::NoChildren`]. The status of a child spawned
+/// through [`crate::Command`] is also filed for its [`crate::Child::try_wait`],
+/// under the spawn table's lock, as the [`Reaper`] does. One system call and
+/// one table look-up per child.
+pub fn reap_any() -> Reap {
+    let mut table = children();
+    match crate::sys::waitid_any() {
+        Ok(Some((pid, status))) => {
+            if let Some(slot) = table.get_mut(&pid) {
+                *slot = Some(status);
+            }
+            Reap::Exited(Reaped { pid, status })
+        }
+        Ok(None) => Reap::Running,
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECHILD as i32) => Reap::NoChildren,
+        // waitid with WNOHANG fails otherwise only on invalid arguments.
+        Err(_) => Reap::Running,
     }
 }
 

@@ -60,18 +60,19 @@ pub(crate) fn waitid_pidfd(fd: RawFd) -> io::Result<Option<crate::ExitStatus>> {
 }
 
 /// `waitid(P_ALL, WEXITED | WNOHANG)`: the next exited child of this
-/// process, reaped, or `None` when no child has exited.
-pub(crate) fn waitid_any() -> Option<(i32, crate::ExitStatus)> {
+/// process, reaped; `Ok(None)` when children run but none has exited; the
+/// error `ECHILD` when this process has no child at all.
+pub(crate) fn waitid_any() -> io::Result<Option<(i32, crate::ExitStatus)>> {
     // SAFETY: a zeroed siginfo is a valid out-parameter for waitid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointer.
     let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG) };
     if rc < 0 {
-        return None;
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: waitid filled the siginfo (si_pid stays 0 if nothing exited).
     let pid = unsafe { info.si_pid() };
-    exit_status(&info).map(|status| (pid, status))
+    Ok(exit_status(&info).map(|status| (pid, status)))
 }
 
 fn exit_status(info: &libc::siginfo_t) -> Option<crate::ExitStatus> {

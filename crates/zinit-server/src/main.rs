@@ -13,6 +13,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use zinit_supervisor::shutdown::MAX_DEADLINE;
 use zinit_supervisor::{Host, Options, Supervisor};
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,36 @@ struct Args {
     /// A file holding the token every TCP call must send as `authorization: Bearer TOKEN`.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The deadline of a shutdown started by SIGTERM or SIGINT, such as 10s
+    /// (a bare number is seconds): at most 30 s, the default. zinit_pid1
+    /// passes its own bound here.
+    #[arg(long, value_name = "DURATION", value_parser = parse_shutdown_timeout)]
+    shutdown_timeout: Option<Duration>,
+    /// When a shutdown ends, write `reboot` or `poweroff` (what the request
+    /// that started it asked for) to this file, atomically, before exiting.
+    /// zinit_pid1 passes it and reads it.
+    #[arg(long, value_name = "PATH")]
+    after_shutdown_file: Option<PathBuf>,
+}
+
+/// `--shutdown-timeout`: `10s`, `500ms` or a bare number of seconds; more
+/// than zero and at most 30 s.
+fn parse_shutdown_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= MAX_DEADLINE.as_secs_f64() => {
+            Duration::from_secs_f64(secs)
+        }
+        Ok(_) => return Err(format!("{text:?} is not between 0 and 30 seconds")),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?}: {e} (examples: 10s, 500ms, 20)"))?,
+    };
+    if duration.is_zero() || duration > MAX_DEADLINE {
+        return Err(format!(
+            "{text:?}: a shutdown deadline is more than zero and at most 30 s"
+        ));
+    }
+    Ok(duration)
 }
 
 fn main() {
@@ -145,9 +176,14 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     log_takeover(sup.takeover());
     exit_if_headless(&sup, &socket, args.pid_file.clone());
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let controller =
-        shutdown::ShutdownController::new(sup.clone(), socket.clone(), args.pid_file.clone());
-    signals::spawn_thread(signals, controller.clone(), sup.clone());
+    let controller = shutdown::ShutdownController::new(
+        sup.clone(),
+        socket.clone(),
+        args.pid_file.clone(),
+        args.after_shutdown_file.clone(),
+    );
+    let deadline = args.shutdown_timeout.unwrap_or(MAX_DEADLINE);
+    signals::spawn_thread(signals, controller.clone(), sup.clone(), deadline);
     let service = control::ControlService {
         sup: sup.clone(),
         info: control::ServerInfo {
@@ -173,12 +209,12 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
             None => "no cgroups (process groups)".to_string(),
         }
     );
-    if let Some(left) = sup.pending_shutdown() {
+    if let Some((left, reboot)) = sup.pending_shutdown() {
         tracing::warn!(
             "takeover: finishing the previous server's shutdown within {}",
             humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
         );
-        controller.start(left, false, None);
+        controller.start(left, false, None, reboot);
     }
     let finished = controller.finished();
     let stop = async move {

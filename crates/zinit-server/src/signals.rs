@@ -2,12 +2,14 @@
 //! second Ctrl+C forces the shutdown even when the runtime is busy: SIGHUP
 //! reloads, SIGTERM starts (or joins) the shutdown, SIGINT starts it and a
 //! second SIGINT forces it. The signals are blocked before any other thread
-//! exists, so no other thread takes one.
+//! exists, so no other thread takes one. A shutdown started here has the
+//! deadline of `--shutdown-timeout` (30 s by default; zinit_pid1 passes its
+//! own bound), and is followed by a power-off, not a reboot.
 
 use crate::shutdown::ShutdownController;
 use nix::sys::signal::{SigSet, Signal};
+use std::time::Duration;
 use zinit_supervisor::Supervisor;
-use zinit_supervisor::shutdown::MAX_DEADLINE;
 
 /// The signals the server takes on its signal thread.
 pub struct Signals(SigSet);
@@ -23,8 +25,13 @@ pub fn block() -> std::io::Result<Signals> {
     Ok(Signals(set))
 }
 
-/// Starts the signal thread.
-pub fn spawn_thread(signals: Signals, controller: ShutdownController, sup: Supervisor) {
+/// Starts the signal thread; shutdowns it starts have the deadline `deadline`.
+pub fn spawn_thread(
+    signals: Signals,
+    controller: ShutdownController,
+    sup: Supervisor,
+    deadline: Duration,
+) {
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("zinit-signals".into())
@@ -58,11 +65,11 @@ pub fn spawn_thread(signals: Signals, controller: ShutdownController, sup: Super
                             );
                         }
                         let _guard = runtime.enter();
-                        controller.start(MAX_DEADLINE, force, None);
+                        controller.start(deadline, force, None, false);
                     }
                     _ => {
                         let _guard = runtime.enter();
-                        controller.start(MAX_DEADLINE, false, None);
+                        controller.start(deadline, false, None, false);
                     }
                 }
             }

@@ -24,7 +24,7 @@ pub struct Supervisor {
     pub(crate) tx: mpsc::UnboundedSender<Msg>,
     adopted_roots: Arc<Vec<PathBuf>>,
     takeover: Arc<Takeover>,
-    pending_shutdown: Option<Duration>,
+    pending_shutdown: Option<(Duration, bool)>,
     /// The actor task, for the one who watches it (`failed`).
     actor: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     hub: Arc<LogHub>,
@@ -92,9 +92,9 @@ impl Supervisor {
         &self.takeover
     }
 
-    /// A shutdown the previous server had begun and this one must finish,
-    /// with what is left of its deadline.
-    pub fn pending_shutdown(&self) -> Option<Duration> {
+    /// A shutdown the previous server had begun and this one must finish:
+    /// what is left of its deadline, and whether a reboot follows it.
+    pub fn pending_shutdown(&self) -> Option<(Duration, bool)> {
         self.pending_shutdown
     }
 

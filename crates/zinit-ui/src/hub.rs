@@ -469,8 +469,7 @@ impl Hub {
         let request = pb::ShutdownRequest {
             timeout: timeout.map(duration),
             force,
-            dry_run: false,
-            join_only: false,
+            ..Default::default()
         };
         let stream = client.shutdown(request).await?.into_inner();
         if !force {

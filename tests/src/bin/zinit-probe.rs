@@ -11,6 +11,11 @@
 //! pid and `--impostor CMD` is given, it first makes CMD's process get that
 //! pid (through `ns_last_pid`), to prove that a recorded pid whose start
 //! time no longer matches is never touched.
+//! `zinit-probe orphan-flood --tag T --millis MS`: for MS milliseconds, forks
+//! children that each fork grandchildren and exit at once, so every
+//! grandchild is an orphan for the init (or subreaper) above this probe to
+//! reap; prints `orphans=N millis=MS` (zinit_pid1's tests run it inside
+//! zinit_pid1's namespace with `nsenter`).
 //!
 //! Prints `ok SCENARIO` and exits 0 when every check holds; panics (exit
 //! 101) with the failed check otherwise.
@@ -399,6 +404,68 @@ fn spawn_with_pid(pid: i32, cmd: &str) -> i32 {
     panic!("could not give pid {pid} to the impostor");
 }
 
+/// The orphan flood: see the module documentation. Two workers (one per
+/// core of a small machine) each fork children that fork four grandchildren
+/// and exit at once, so the grandchildren are orphans.
+fn orphan_flood() -> i32 {
+    use nix::sys::wait::waitpid;
+    use nix::unistd::{ForkResult, fork};
+    const WORKERS: usize = 2;
+    const PER_CHILD: u64 = 4;
+    let millis: u64 = arg("--millis").parse().expect("--millis MS");
+    let start = Instant::now();
+    let end = start + Duration::from_millis(millis);
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        // SAFETY: this mode is single-threaded (no runtime is started); the
+        // worker only forks, waits and writes to a pipe, then exits.
+        match unsafe { fork() }.expect("fork a worker") {
+            ForkResult::Child => {
+                let mut orphans = 0u64;
+                while Instant::now() < end {
+                    // SAFETY: as above; the child only forks and exits.
+                    match unsafe { fork() } {
+                        Ok(ForkResult::Child) => {
+                            for _ in 0..PER_CHILD {
+                                // SAFETY: as above; the grandchild exits at once.
+                                if let Ok(ForkResult::Child) = unsafe { fork() } {
+                                    // SAFETY: _exit ends the grandchild at once.
+                                    unsafe { libc::_exit(0) }
+                                }
+                            }
+                            // SAFETY: _exit ends the child at once, leaving
+                            // its children to the init (or subreaper) above.
+                            unsafe { libc::_exit(0) }
+                        }
+                        Ok(ForkResult::Parent { child }) => {
+                            let _ = waitpid(child, None);
+                            orphans += PER_CHILD;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+                let _ = nix::unistd::write(&write, &orphans.to_ne_bytes());
+                // SAFETY: _exit ends the worker without running the parent's
+                // exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => workers.push(child),
+        }
+    }
+    drop(write);
+    for worker in workers {
+        let _ = waitpid(worker, None);
+    }
+    let mut orphans = 0u64;
+    let mut buf = [0u8; 8];
+    while let Ok(8) = nix::unistd::read(&read, &mut buf) {
+        orphans += u64::from_ne_bytes(buf);
+    }
+    println!("orphans={orphans} millis={}", start.elapsed().as_millis());
+    0
+}
+
 fn zinit_tests_now_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
@@ -408,6 +475,9 @@ fn main() {
     let scenario = std::env::args().nth(1).expect("scenario");
     if scenario == "ns-init" {
         std::process::exit(ns_init());
+    }
+    if scenario == "orphan-flood" {
+        std::process::exit(orphan_flood());
     }
     let tag_text = arg("--tag");
     let fixture = arg("--fixture");

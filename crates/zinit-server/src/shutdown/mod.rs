@@ -5,9 +5,12 @@
 //! (a join never changes the deadline; `force` only skips the grace).
 //!
 //! What is the server's own: the deadline's watchdog (`watchdog`), the
-//! replay log every client streams from (`replay`), the exit code, and the
-//! clean-up of the socket, the pid file and the cgroup directory.
+//! replay log every client streams from (`replay`), the exit code, the
+//! after-shutdown file for zinit_pid1 (`after`: `reboot` or `poweroff`, as
+//! the request that started the shutdown asked), and the clean-up of the
+//! socket, the pid file and the cgroup directory.
 
+mod after;
 mod replay;
 mod watchdog;
 
@@ -16,7 +19,7 @@ use replay::{EventStream, Replay};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,10 @@ struct Inner {
     finished: watch::Sender<bool>,
     began: watch::Sender<bool>,
     exit_code: AtomicI32,
+    /// Where to say `reboot` or `poweroff` when the shutdown ends.
+    after_shutdown_file: Option<PathBuf>,
+    /// Whether the request that started the shutdown asked for a reboot.
+    reboot: AtomicBool,
 }
 
 /// A cheap handle to the one shutdown.
@@ -60,7 +67,12 @@ impl std::fmt::Debug for ShutdownController {
 }
 
 impl ShutdownController {
-    pub fn new(sup: Supervisor, socket: PathBuf, pid_file: Option<PathBuf>) -> Self {
+    pub fn new(
+        sup: Supervisor,
+        socket: PathBuf,
+        pid_file: Option<PathBuf>,
+        after_shutdown_file: Option<PathBuf>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sup,
@@ -72,6 +84,8 @@ impl ShutdownController {
                 finished: watch::channel(false).0,
                 began: watch::channel(false).0,
                 exit_code: AtomicI32::new(exit::CLEAN),
+                after_shutdown_file,
+                reboot: AtomicBool::new(false),
             }),
         }
     }
@@ -107,13 +121,15 @@ impl ShutdownController {
     }
 
     /// Starts the shutdown, or joins the running one (a join never changes
-    /// the deadline). `force` skips the remaining grace. The sweep spares
-    /// `client` (and its ancestors).
-    pub fn start(&self, timeout: Duration, force: bool, client: Option<i32>) {
+    /// the deadline, nor whether a reboot follows). `force` skips the
+    /// remaining grace. The sweep spares `client` (and its ancestors).
+    /// `reboot` is what the after-shutdown file will say.
+    pub fn start(&self, timeout: Duration, force: bool, client: Option<i32>, reboot: bool) {
         if let Some(pid) = client {
             self.inner.spare.add(pid);
         }
         if self.inner.replay.begin() {
+            self.inner.reboot.store(reboot, Ordering::SeqCst);
             self.inner.began.send_replace(true);
             let inner = self.inner.clone();
             tokio::spawn(async move { run(inner, timeout).await });
@@ -149,19 +165,27 @@ impl ShutdownController {
             }
             return Ok(self.inner.replay.stream());
         }
-        self.start(timeout, request.force, client);
+        self.start(timeout, request.force, client, request.reboot);
         Ok(self.inner.replay.stream())
     }
 }
 
 async fn run(inner: Arc<Inner>, timeout: Duration) {
     let timeout = timeout.min(MAX_DEADLINE);
+    let after = inner
+        .after_shutdown_file
+        .clone()
+        .map(|path| after::AfterShutdown {
+            path,
+            reboot: inner.reboot.load(Ordering::SeqCst),
+        });
     let watchdog = watchdog::Watchdog::arm(watchdog::Armed {
         deadline: std::time::Instant::now() + timeout,
         timeout,
         kill: inner.sup.emergency_stop(),
         socket: inner.socket.clone(),
         pid_file: inner.pid_file.clone(),
+        after: after.clone(),
     });
     tracing::info!(
         "shutdown: begins (deadline {})",
@@ -178,11 +202,15 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
         timeout,
         force: inner.force.clone(),
         spare: inner.spare.clone(),
+        reboot: inner.reboot.load(Ordering::SeqCst),
     };
     let summary = inner.sup.shutdown(options, tx).await;
     let _ = forward.await;
     inner.replay.finish();
     watchdog.disarm();
+    if let Some(after) = &after {
+        after.write_or_warn();
+    }
     inner.exit_code.store(exit_code(&summary), Ordering::SeqCst);
     inner.finished.send_replace(true);
 }

@@ -2,8 +2,9 @@
 //! runtime, which a hung step could wedge), armed when the shutdown begins.
 //! If the shutdown has not finished at the deadline, it kills everything
 //! below the server through the supervisor's emergency stop (which takes no
-//! lock the runtime could hold), says so on stderr, removes the socket and
-//! the pid file, and ends the process with exit code 4.
+//! lock the runtime could hold), says so on stderr, writes the
+//! after-shutdown file, removes the socket and the pid file, and ends the
+//! process with exit code 4.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub struct Armed {
     pub kill: EmergencyStop,
     pub socket: PathBuf,
     pub pid_file: Option<PathBuf>,
+    pub after: Option<super::after::AfterShutdown>,
 }
 
 /// A running watchdog; [`Watchdog::disarm`] when the shutdown finished.
@@ -77,6 +79,9 @@ fn watch(armed: Armed, done: &AtomicBool) {
         humantime::format_duration(armed.timeout),
         EXIT_DEADLINE
     );
+    if let Some(after) = &armed.after {
+        after.write_or_warn();
+    }
     let _ = std::fs::remove_file(&armed.socket);
     if let Some(path) = &armed.pid_file {
         let _ = std::fs::remove_file(path);

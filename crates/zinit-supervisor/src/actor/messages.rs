@@ -43,7 +43,7 @@ pub(crate) enum Request {
     Configs(oneshot::Sender<Vec<Arc<ServiceConfig>>>),
     /// Freeze intake (recording the deadline, in ms since the Unix epoch);
     /// answer with every unit whose processes are alive.
-    BeginShutdown(u64, oneshot::Sender<Vec<ShutdownUnit>>),
+    BeginShutdown(u64, bool, oneshot::Sender<Vec<ShutdownUnit>>),
     /// The shutdown is over: nothing is left for a successor.
     ShutdownDone,
     /// Stop one unit for the shutdown.

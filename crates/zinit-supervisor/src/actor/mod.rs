@@ -61,8 +61,9 @@ pub(crate) struct Actor {
     last_stop: HashMap<String, UnitStopReport>,
     /// Set by the shutdown: no new starts, restarts or jobs.
     intake_frozen: bool,
-    /// The deadline of a running shutdown, in ms since the Unix epoch.
-    shutdown_deadline: Option<u64>,
+    /// The deadline of a running shutdown, in ms since the Unix epoch, and
+    /// whether a reboot follows it.
+    shutdown_deadline: Option<(u64, bool)>,
     /// The record a successor would take over from (`None`: none kept).
     record_file: Option<RecordFile>,
     /// Cgroup directories of previous servers whose units were adopted.

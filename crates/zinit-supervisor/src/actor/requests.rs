@@ -44,8 +44,8 @@ impl Actor {
             Request::Configs(reply) => {
                 let _ = reply.send(self.units.values().map(|u| u.config.clone()).collect());
             }
-            Request::BeginShutdown(deadline, reply) => {
-                self.shutdown_deadline = Some(deadline);
+            Request::BeginShutdown(deadline, reboot, reply) => {
+                self.shutdown_deadline = Some((deadline, reboot));
                 let _ = reply.send(self.begin_shutdown());
             }
             Request::ShutdownDone => {

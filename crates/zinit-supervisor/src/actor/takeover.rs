@@ -115,9 +115,12 @@ impl Actor {
         roots.extend(self.adopted_roots.iter().cloned());
         let mut record = Record::of_this_server(roots);
         record.last_job = self.next_job;
-        record.shutdown = self
-            .shutdown_deadline
-            .map(|deadline_unix_ms| RecordedShutdown { deadline_unix_ms });
+        record.shutdown =
+            self.shutdown_deadline
+                .map(|(deadline_unix_ms, reboot)| RecordedShutdown {
+                    deadline_unix_ms,
+                    reboot,
+                });
         let process = |id: zinit_process::ProcessId| RecordedProcess {
             pid: id.pid,
             start_time: id.start_time,

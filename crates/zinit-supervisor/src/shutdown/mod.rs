@@ -54,6 +54,9 @@ pub struct ShutdownOptions {
     pub force: CancellationToken,
     /// Processes the sweep never touches, with their ancestors.
     pub spare: SparePids,
+    /// Whether the machine reboots after it (kept in the record, so that a
+    /// successor that finishes the shutdown says the same).
+    pub reboot: bool,
 }
 
 /// The clients that asked for the shutdown (added as they join), which the
@@ -305,7 +308,7 @@ impl Supervisor {
         let deadline_ms = crate::takeover::unix_ms_in(deadline - Instant::now());
         let units = match tokio::time::timeout(
             Duration::from_secs(5),
-            self.ask(|reply| Request::BeginShutdown(deadline_ms, reply)),
+            self.ask(|reply| Request::BeginShutdown(deadline_ms, options.reboot, reply)),
         )
         .await
         {

@@ -102,8 +102,9 @@ pub(crate) struct TakeoverPlan {
     pub not_wanted: Vec<String>,
     /// The previous servers' cgroup directories that still hold units.
     pub roots: Vec<CgroupRoot>,
-    /// A shutdown to finish, with what is left of its deadline.
-    pub shutdown_left: Option<Duration>,
+    /// A shutdown to finish: what is left of its deadline, and whether a
+    /// reboot follows it.
+    pub shutdown_left: Option<(Duration, bool)>,
     pub last_job: u64,
     pub report: Takeover,
 }
@@ -146,7 +147,10 @@ pub(crate) fn plan(
         }
         plan.report.from_pid = Some(server.pid);
         plan.last_job = record.last_job;
-        plan.shutdown_left = record.shutdown_left().map(|left| left.max(FINISH_AT_LEAST));
+        plan.shutdown_left = record.shutdown_left().map(|left| {
+            let reboot = record.shutdown.is_some_and(|s| s.reboot);
+            (left.max(FINISH_AT_LEAST), reboot)
+        });
         plan.report.finishing_shutdown = plan.shutdown_left.is_some();
     }
 

@@ -70,6 +70,9 @@ pub(crate) struct RecordedUnit {
 pub(crate) struct RecordedShutdown {
     /// When its deadline passes, in milliseconds since the Unix epoch.
     pub deadline_unix_ms: u64,
+    /// Whether a reboot follows it.
+    #[serde(default)]
+    pub reboot: bool,
 }
 
 /// Everything a successor needs.
