@@ -29,7 +29,7 @@ impl Tag {
     pub fn new(name: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("zt-{name}-{}-{n}", std::process::id());
+        let tag = format!("{}{name}-{}-{n}", tag_prefix(), std::process::id());
         let dir = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&dir).expect("create test dir");
         Self {
@@ -49,10 +49,13 @@ impl Tag {
                 self.cgroups.lock().expect("lock").push(root.clone());
                 modes.insert(0, Some(root));
             }
-            None => assert!(
-                !host_allows_cgroups(),
-                "this host has a writable cgroup v2 hierarchy, but cgroup mode did not activate"
-            ),
+            None => {
+                assert!(
+                    !host_allows_cgroups(),
+                    "this host has a writable cgroup v2 hierarchy, but cgroup mode did not activate"
+                );
+                skip("cgroup mode: no writable cgroup v2 here; checked without cgroups only");
+            }
         }
         modes
     }
@@ -94,6 +97,55 @@ impl Tag {
             std::os::unix::fs::symlink(target, &link).expect("link the program");
         }
         link
+    }
+}
+
+/// The start of every tag of this test run: `zt-` and, under `cargo xtask
+/// test`, the run's id (`ZINIT_TEST_RUN`), so that the run's leak check can
+/// find everything any of its tests started, and nothing of another run.
+pub fn tag_prefix() -> String {
+    match std::env::var("ZINIT_TEST_RUN") {
+        Ok(run) if !run.is_empty() => format!("zt-{run}-"),
+        _ => "zt-".to_string(),
+    }
+}
+
+/// Records that the running test could not check (part of) its property on
+/// this host, and why: printed, and appended to the run's skip log, which
+/// `cargo xtask test` counts in its summary (`N skipped`) and fails on where
+/// the host can run everything (root, cgroup v2). The test is the current
+/// thread's name, which libtest sets to the test's.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    skip_named(thread.name().unwrap_or("unnamed test"), reason);
+}
+
+/// [`skip`] for a test that is not a libtest test (a scenario).
+pub fn skip_named(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("SKIPPED {test}: {reason}");
+    let line = format!("{test}\t{reason}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        panic!(
+            "cannot record the skip of {test} in {}: {e}",
+            skip_log().display()
+        );
+    }
+}
+
+/// The run's skip log: `ZINIT_SKIP_LOG`, else `target/zinit-test-skips.log`.
+pub fn skip_log() -> PathBuf {
+    match std::env::var_os("ZINIT_SKIP_LOG") {
+        Some(path) => PathBuf::from(path),
+        None => bin_dir()
+            .parent()
+            .map(|target| target.join("zinit-test-skips.log"))
+            .unwrap_or_else(|| std::env::temp_dir().join("zinit-test-skips.log")),
     }
 }
 
@@ -231,8 +283,22 @@ pub fn sig_bit(signal: zinit_process::Signal) -> u64 {
 }
 
 impl Drop for Tag {
+    /// Fails the test if it left a process carrying the tag running (after
+    /// killing it and everything below it): a test cleans up after itself,
+    /// and a zinit that leaves a process behind fails the test that saw it.
     fn drop(&mut self) {
-        reap_tagged(&self.tag, Duration::from_secs(10));
+        let leaked: Vec<String> = tagged_trees(&self.tag)
+            .into_iter()
+            .map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                format!(
+                    "{pid} {}",
+                    text.trim_end().chars().take(160).collect::<String>()
+                )
+            })
+            .collect();
+        let survivors = reap_tagged(&self.tag, Duration::from_secs(10));
         for root in self.cgroups.lock().expect("lock").drain(..) {
             // Thaw anything a failed test left frozen, then remove the tree.
             if let Ok(units) = std::fs::read_dir(root.path()) {
@@ -245,6 +311,21 @@ impl Drop for Tag {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            return;
+        }
+        assert!(
+            survivors.is_empty(),
+            "processes tagged {} survived SIGKILL: {survivors:?}",
+            self.tag
+        );
+        assert!(
+            leaked.is_empty(),
+            "the test left {} process(es) tagged {} running (now killed):\n{}",
+            leaked.len(),
+            self.tag,
+            leaked.join("\n")
+        );
     }
 }
 
@@ -336,16 +417,14 @@ fn handle_alive(pid: i32) -> bool {
 }
 
 /// Kills every process carrying `tag`, and their descendants (thawing and
-/// continuing them first), and waits, bounded, until none is left.
-pub fn reap_tagged(tag: &str, bound: Duration) {
+/// continuing them first), and waits, bounded, until none is left; what
+/// survived the bound.
+pub fn reap_tagged(tag: &str, bound: Duration) -> Vec<i32> {
     let end = Instant::now() + bound;
     loop {
         let pids = tagged_trees(tag);
         if pids.is_empty() || Instant::now() > end {
-            if !pids.is_empty() {
-                eprintln!("warning: processes tagged {tag} survived cleanup: {pids:?}");
-            }
-            return;
+            return pids;
         }
         for pid in pids {
             // Found just above as tagged or below a tagged process; a pid is

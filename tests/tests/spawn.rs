@@ -206,7 +206,9 @@ async fn a_failed_spawn_says_which_step_failed() {
 
     // Entering the directory happens as the service user.
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if unsafe { libc::geteuid() } != 0 {
+        zinit_tests::skip("changing to the working directory as another user needs root");
+    } else {
         let private = tag.dir().join("private");
         std::fs::create_dir(&private).expect("mkdir");
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
