@@ -464,12 +464,33 @@ pub struct Tree {
     pub ports: HashMap<String, u16>,
     /// Its log file.
     pub log: PathBuf,
+    /// The tag it carries.
+    pub tag: String,
 }
 
 impl Tree {
     /// The pids it reported.
     pub fn pids(&self) -> Vec<i32> {
         self.procs.iter().map(|p| p.pid).collect()
+    }
+
+    /// Ends a tree the test only looked at: SIGKILLs every process it
+    /// reported and waits (bounded) until they are gone, failing if one is not.
+    pub async fn kill(mut self) {
+        let pids = self.pids();
+        for &pid in &pids {
+            if let Some(id) = zinit_process::ProcessId::of(pid)
+                && let Ok(handle) = zinit_process::ProcessHandle::open(id)
+            {
+                let _ = handle.signal(zinit_process::Signal::SIGKILL);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let left = wait_gone(&pids, &self.tag, Duration::from_secs(5));
+        assert!(
+            left.is_empty(),
+            "fixture processes survived SIGKILL: {left:?}"
+        );
     }
 
     /// The pids with this role.
@@ -545,6 +566,7 @@ pub async fn spawn_fixture(
         procs,
         ports,
         log,
+        tag: tag.as_str().to_string(),
     }
 }
 

@@ -32,6 +32,7 @@ async fn port_owners_are_found_for_tcp_and_udp_on_ipv4_and_ipv6() {
         let p = port(tree.ports[kind], protocol);
         assert_eq!(port_owners(&[p]), vec![(root, p)], "{kind}");
     }
+    tree.kill().await;
 }
 
 #[tokio::test]
@@ -44,6 +45,7 @@ async fn a_socket_shared_by_several_processes_lists_each_owner() {
     let mut expected = tree.pids();
     expected.sort_unstable();
     assert_eq!(owners, expected);
+    tree.kill().await;
 }
 
 #[test]
@@ -102,6 +104,7 @@ async fn filters_select_by_name_exe_and_cmdline() {
             "{filter}: {found:?}"
         );
     }
+    tree.kill().await;
 }
 
 #[tokio::test]
@@ -119,6 +122,7 @@ async fn an_exe_filter_matches_a_binary_that_was_replaced() {
         .map(|(p, _)| p.pid)
         .collect();
     assert_eq!(found, vec![tree.child.pid()]);
+    tree.kill().await;
 }
 
 #[tokio::test]
@@ -151,4 +155,5 @@ async fn a_filter_that_would_match_the_test_runner_never_returns_it_or_its_ances
             .iter()
             .all(|pid| !table.get(*pid).expect("listed").kernel_thread)
     );
+    tree.kill().await;
 }

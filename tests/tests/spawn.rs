@@ -51,6 +51,7 @@ async fn a_child_leads_its_own_session_and_lives_in_its_own_cgroup_from_the_star
             tree.child.wait().await.expect("wait"),
             ExitStatus::Signaled(9)
         );
+        tree.kill().await;
     }
     if host_allows_cgroups() {
         assert_eq!(

@@ -7,13 +7,41 @@ use zinit_process::watch::ExitWatcher;
 use zinit_process::{Command, Signal};
 use zinit_tests::Tag;
 
-fn cpu_time() -> Duration {
+/// What this whole process (every thread, including helper threads and
+/// threads that already ended) has used so far: CPU time, and how often
+/// its threads went to sleep and woke (context switches).
+fn usage() -> (Duration, i64) {
     // SAFETY: an all-zero rusage is a valid out-parameter.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer for RUSAGE_THREAD (this test's thread).
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    // SAFETY: valid out-pointer for RUSAGE_SELF.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    (
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_nvcsw + usage.ru_nivcsw,
+    )
+}
+
+/// Waits `quiet` with `watcher` expecting nothing, and asserts the wait
+/// neither burned CPU nor woke up more than a handful of times: a poller at
+/// 100 ms would wake 20 times in 2 s, one at 10 ms 200 times.
+async fn assert_quiet_wait(watcher: &mut ExitWatcher, quiet: Duration) {
+    let started = Instant::now();
+    let (cpu, switches) = usage();
+    let wake = watcher.wait(started + quiet).await.expect("wait");
+    let (cpu_after, switches_after) = usage();
+    assert!(wake.is_timeout(), "nothing should be reported: {wake:?}");
+    assert!(started.elapsed() >= quiet);
+    let wakeups = switches_after - switches;
+    assert!(
+        wakeups <= 6,
+        "the process woke {wakeups} times in a {quiet:?} wait: it polls"
+    );
+    assert!(
+        cpu_after - cpu < Duration::from_millis(10),
+        "waiting burned {:?} of CPU",
+        cpu_after - cpu
+    );
 }
 
 #[tokio::test]
@@ -26,18 +54,7 @@ async fn an_exit_is_reported_once_and_a_quiet_wait_does_not_spin() {
     let mut watcher = ExitWatcher::new().expect("watcher");
     assert!(watcher.add(child.handle()).expect("add"));
 
-    let quiet = Instant::now();
-    let cpu = cpu_time();
-    let wake = watcher
-        .wait(Instant::now() + Duration::from_millis(300))
-        .await
-        .expect("wait");
-    assert!(wake.is_timeout(), "nothing exited yet: {wake:?}");
-    assert!(quiet.elapsed() >= Duration::from_millis(300));
-    assert!(
-        cpu_time() - cpu < Duration::from_millis(50),
-        "waiting burned CPU"
-    );
+    assert_quiet_wait(&mut watcher, Duration::from_secs(2)).await;
 
     child.signal(Signal::SIGKILL).expect("kill");
     let wake = watcher
@@ -49,15 +66,6 @@ async fn an_exit_is_reported_once_and_a_quiet_wait_does_not_spin() {
 
     // The exited pidfd is still open in the child's handle, but the watcher
     // no longer reports it: the next wait sleeps until its deadline.
-    let cpu = cpu_time();
-    let wake = watcher
-        .wait(Instant::now() + Duration::from_millis(200))
-        .await
-        .expect("wait");
-    assert!(wake.is_timeout(), "reported again: {wake:?}");
-    assert!(
-        cpu_time() - cpu < Duration::from_millis(50),
-        "waiting burned CPU"
-    );
+    assert_quiet_wait(&mut watcher, Duration::from_secs(2)).await;
     child.wait().await.expect("reap");
 }

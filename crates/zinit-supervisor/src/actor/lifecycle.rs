@@ -473,6 +473,9 @@ impl Actor {
             }
             Then::Remove { delete_file } => {
                 self.set_state(name, State::Stopped, summary);
+                // A stop that the removal overtook is answered while the
+                // unit still exists: it stopped.
+                self.answer_stop_waiters(name);
                 self.forget(name, delete_file);
             }
             Then::Replace(config) => {
