@@ -149,6 +149,13 @@ pub fn skip_log() -> PathBuf {
     }
 }
 
+fn first_number(text: &str) -> u32 {
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
+}
+
 /// The first executable `name` in `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -177,6 +184,8 @@ pub struct Inherited {
     pub env: Vec<String>,
     /// The working directory.
     pub cwd: PathBuf,
+    /// Real uid, real gid and supplementary groups.
+    pub ids: (u32, u32, Vec<u32>),
 }
 
 impl Inherited {
@@ -244,6 +253,14 @@ impl Inherited {
             nofile,
             env,
             cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+            ids: (
+                first_number(&field("Uid:")),
+                first_number(&field("Gid:")),
+                field("Groups:")
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect(),
+            ),
         }
     }
 

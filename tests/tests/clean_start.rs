@@ -70,6 +70,15 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
         );
         write("nobody", format!("exec: {sleep} 1001\nuser: nobody\n"));
         write(
+            "grouped",
+            format!("exec: {sleep} 1006\nuser: nobody\ngroup: daemon\n"),
+        );
+        let sh = tag.program("sh").display().to_string();
+        write(
+            "silent",
+            format!("exec: {sh} -c 'echo said; echo shouted >&2; exec {sleep} 1007'\nlog: null\n"),
+        );
+        write(
             "limited",
             format!(
                 "exec: {sleep} 1002\nlimits:\n  nofile: 512\nenv:\n  GREETING: hi\ndir: {dir}\n"
@@ -88,7 +97,7 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             info["cgroups"],
             cgroups && zinit_tests::host_allows_cgroups()
         );
-        server.wait_running(&["plain", "nobody", "limited"]);
+        server.wait_running(&["plain", "nobody", "limited", "grouped", "silent"]);
 
         // Services, and the user's identity for a user: service.
         let plain = check_started(&server, "plain", 1024);
@@ -100,6 +109,28 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
         assert_eq!(nobody.var("LOGNAME"), Some("nobody"));
         assert_eq!(nobody.var("HOME"), Some("/nonexistent"));
         assert_eq!(nobody.cwd, Path::new("/"), "no home directory: /");
+        assert_eq!(
+            nobody.ids,
+            (65534, 65534, vec![65534]),
+            "nobody, in its own group only"
+        );
+        // `group:` sets the group, and the user keeps no other.
+        let grouped = check_started(&server, "grouped", 1024);
+        assert_eq!(grouped.ids, (65534, 1, vec![1]), "nobody in group daemon");
+        // `log: null`: both streams go to /dev/null, nothing is kept.
+        let silent = Inherited::of(server.pid_of("silent"));
+        assert_eq!(
+            silent.fd_targets[..3],
+            ["/dev/null", "/dev/null", "/dev/null"],
+            "stdin, stdout and stderr of a log: null service"
+        );
+        let kept = server.zinit(&["logs", "silent"]);
+        assert_eq!(kept.code, 0, "{}", kept.stderr);
+        assert!(
+            !kept.stdout.contains("said") && !kept.stdout.contains("shouted"),
+            "log: null kept output: {}",
+            kept.stdout
+        );
         let limited = check_started(&server, "limited", 512);
         assert_eq!(limited.var("GREETING"), Some("hi"));
         assert_eq!(limited.cwd, tag.dir());

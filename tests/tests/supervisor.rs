@@ -358,6 +358,47 @@ async fn a_crash_loop_backs_off_exponentially_and_gives_up_at_its_limit() {
 }
 
 #[tokio::test]
+async fn a_restart_after_a_crash_first_stops_what_the_crashed_run_left() {
+    bounded(async {
+        let stack = Stack::new("leftovers");
+        for root in stack.tag.cgroup_modes() {
+            stack.reset();
+            // The main process exits 1 after 300 ms; its child stays.
+            stack.write(
+                "crashy",
+                "--width 1 --exit-after-ms 300 --exit-code 1",
+                "restart:\n  policy: on-failure\n  delay: 100ms\n  max_restarts: 1\n",
+            );
+            let sup = stack.start(root.clone());
+            let first = started(&stack, "crashy", 2).await;
+            assert_mode(&root, first[0], &stack.tag);
+            // The second run starts once the first run's child is gone.
+            let all = started(&stack, "crashy", 4).await;
+            let log = read_log(&stack.log("crashy"));
+            let second_start = log
+                .iter()
+                .find(|l| l.kind == "start" && l.pid == all[2])
+                .expect("second run")
+                .t;
+            let old_child = first[1];
+            let old_child_end = log
+                .iter()
+                .find(|l| l.pid == old_child && (l.kind == "signal" || l.kind == "exit"))
+                .unwrap_or_else(|| panic!("the first run's child {old_child} was never stopped"))
+                .t;
+            assert!(
+                old_child_end < second_start,
+                "the first run's child was stopped before the second run started"
+            );
+            assert!(wait_gone(&[old_child], stack.tag.as_str(), Duration::from_secs(2)).is_empty());
+            until_state(&sup, "crashy", State::Failed).await;
+            stop_all(&sup).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_clean_exit_is_restarted_by_always_and_not_by_on_failure() {
     bounded(async {
         let stack = Stack::new("policies");
