@@ -8,10 +8,10 @@ use std::path::Path;
 
 /// The real interpreter behind `python3` (a shim would change argv).
 pub fn python() -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is installed");
+    let out = crate::output_within(
+        std::process::Command::new("python3").args(["-c", "import sys; print(sys.executable)"]),
+        std::time::Duration::from_secs(30),
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -156,6 +156,38 @@ fn first_number(text: &str) -> u32 {
         .expect("a number")
 }
 
+/// Waits for a child (at most 10 s, failing the test after that): for a
+/// child that should already be ending, as after a stop.
+pub async fn reaped(child: &mut Child) -> zinit_process::spawn::ExitStatus {
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("pid {} was not reaped within 10 s", child.pid()))
+        .expect("wait")
+}
+
+/// Runs `command` to its end and collects its output, like
+/// `Command::output`, but fails the test if it takes longer than `bound`
+/// (the command is killed first).
+pub fn output_within(command: &mut std::process::Command, bound: Duration) -> std::process::Output {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {command:?}: {e}")),
+        Err(_) => {
+            reap_pid(pid);
+            panic!("{command:?} did not end within {bound:?}");
+        }
+    }
+}
+
 /// The first executable `name` in `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -202,11 +202,12 @@ async fn links_in_the_config_directory_are_never_written_through_or_followed_out
     let placed = std::fs::symlink_metadata(conf.join("web.yaml")).expect("placed");
     assert!(placed.is_file(), "add left a link in place");
     // --check says the same.
-    let check = std::process::Command::new(workspace_bin("zinit_server"))
-        .arg("--check")
-        .arg(&conf)
-        .output()
-        .expect("check");
+    let check = zinit_tests::output_within(
+        std::process::Command::new(workspace_bin("zinit_server"))
+            .arg("--check")
+            .arg(&conf),
+        Duration::from_secs(30),
+    );
     let text = String::from_utf8_lossy(&check.stderr);
     assert!(text.contains("which does not exist"), "{text}");
 }
@@ -440,11 +441,12 @@ async fn hostile_numbers_and_structures_in_files_are_errors_never_panics() {
     assert_eq!(server.zinit(&["reload"]).code, 0);
     server.wait_running(&["cgroup.procs", "cgroup.kill", "memory.max"]);
     // --check reads them all without a panic.
-    let check = std::process::Command::new(workspace_bin("zinit_server"))
-        .arg("--check")
-        .arg(tag.dir())
-        .output()
-        .expect("check");
+    let check = zinit_tests::output_within(
+        std::process::Command::new(workspace_bin("zinit_server"))
+            .arg("--check")
+            .arg(tag.dir()),
+        Duration::from_secs(30),
+    );
     assert_eq!(
         check.status.code(),
         Some(1),
@@ -521,9 +523,9 @@ async fn stalled_followers_of_a_flood_cost_bounded_memory() {
     let server = Server::start(&tag, &conf, &[]).await;
     server.wait_running(&["flood"]);
     let server_pid = server.child.pid();
-    // 50 followers that never read (stopped right after they connect).
+    // 64 followers, the bound: each is connected once its first byte came.
     let mut followers = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..64 {
         let child = std::process::Command::new(workspace_bin("zinit"))
             .arg("--socket")
             .arg(&server.socket)
@@ -534,28 +536,33 @@ async fn stalled_followers_of_a_flood_cost_bounded_memory() {
             .expect("follower");
         followers.push(child);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for follower in &followers {
+    let outputs: Vec<std::process::ChildStdout> = followers
+        .iter_mut()
+        .map(|f| f.stdout.take().expect("stdout"))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut outputs = outputs;
+        for output in &mut outputs {
+            let mut byte = [0u8; 1];
+            if output.read_exact(&mut byte).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(outputs);
+    });
+    let _outputs = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("64 followers connected and got output within 30 s");
+    // 50 of them stall: they never read again.
+    for follower in &followers[..50] {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(follower.id() as i32),
             nix::sys::signal::Signal::SIGSTOP,
         );
     }
     // A 65th stream beyond the bound is refused at once.
-    let mut extra = Vec::new();
-    for _ in 0..14 {
-        extra.push(
-            std::process::Command::new(workspace_bin("zinit"))
-                .arg("--socket")
-                .arg(&server.socket)
-                .args(["events"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("events"),
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let refused = server.zinit(&["logs", "-f", "flood"]);
     assert_ne!(refused.code, 0);
     assert!(refused.stderr.contains("streams"), "{}", refused.stderr);
@@ -570,7 +577,7 @@ async fn stalled_followers_of_a_flood_cost_bounded_memory() {
         "the server grew to {} MiB with 50 stalled followers",
         peak / (1024 * 1024)
     );
-    for child in followers.iter_mut().chain(extra.iter_mut()) {
+    for child in followers.iter_mut() {
         let _ = child.kill();
         let _ = child.wait();
     }

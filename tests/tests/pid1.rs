@@ -1363,25 +1363,26 @@ fn not_pid1_it_is_a_child_subreaper() {
     );
 
     // --machine is refused when not PID 1 (inside a namespace all the same).
-    let refused = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            "sh",
-            "-c",
-        ])
-        .arg("\"$@\"; exit $?")
-        .arg("sh")
-        .arg(zinit_tests::workspace_bin("zinit_pid1"))
-        .arg("--machine")
-        .arg("--config")
-        .arg(&conf)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .expect("run");
+    let refused = zinit_tests::output_within(
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "sh",
+                "-c",
+            ])
+            .arg("\"$@\"; exit $?")
+            .arg("sh")
+            .arg(zinit_tests::workspace_bin("zinit_pid1"))
+            .arg("--machine")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--socket")
+            .arg(&socket),
+        Duration::from_secs(20),
+    );
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("--machine needs zinit_pid1 to be PID 1"),

@@ -48,7 +48,7 @@ async fn a_child_leads_its_own_session_and_lives_in_its_own_cgroup_from_the_star
         }
         tree.child.signal(Signal::SIGKILL).expect("kill");
         assert_eq!(
-            tree.child.wait().await.expect("wait"),
+            zinit_tests::reaped(&mut tree.child).await,
             ExitStatus::Signaled(9)
         );
         tree.kill().await;
@@ -79,7 +79,7 @@ async fn a_child_gets_its_environment_directory_and_exit_code() {
         .expect("spawn");
     let out = read_all(child.take_stdout().expect("stdout"));
     assert_eq!(out, format!("hello world|{}|unset", tag.dir().display()));
-    assert_eq!(child.wait().await.expect("wait"), ExitStatus::Exited(3));
+    assert_eq!(zinit_tests::reaped(&mut child).await, ExitStatus::Exited(3));
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn a_child_runs_as_nobody_with_no_supplementary_groups() {
         out.split_whitespace().collect::<Vec<_>>(),
         ["65534", "65534", "[]"]
     );
-    assert!(child.wait().await.expect("wait").success());
+    assert!(zinit_tests::reaped(&mut child).await.success());
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ async fn start(tag: &Tag, root: &Option<CgroupRoot>, name: &str, args: &[&str]) 
 async fn stop_and_check(tag: &Tag, tree: &mut Tree, spec: &StopSpec) -> zinit_process::StopReport {
     let members = Members::of_child(&tree.child);
     let report = stop(&members, spec, None).await.expect("stop runs");
-    tree.child.wait().await.expect("root reaped");
+    zinit_tests::reaped(&mut tree.child).await;
     let left = wait_gone(&tree.pids(), tag.as_str(), Duration::from_secs(2));
     assert!(left.is_empty(), "survivors {left:?} after {report:#?}");
     report
@@ -373,7 +373,7 @@ async fn every_signal_event_matches_a_receipt_in_the_fixture_log() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let members = Members::of_child(&tree.child);
         let report = stop(&members, &spec(5_000), Some(&tx)).await.expect("stop");
-        tree.child.wait().await.expect("reaped");
+        zinit_tests::reaped(&mut tree.child).await;
         drop(tx);
         let mut live = Vec::new();
         while let Some(event) = rx.recv().await {
@@ -466,7 +466,7 @@ async fn a_process_that_cannot_be_killed_is_reported_with_its_reason_not_waited_
         );
         // Thaw: the pending SIGKILL lands and the tree is gone.
         std::fs::write(freezer.0.join("freezer.state"), "THAWED").expect("thaw");
-        tree.child.wait().await.expect("root reaped");
+        zinit_tests::reaped(&mut tree.child).await;
         let left = wait_gone(&tree.pids(), tag.as_str(), Duration::from_secs(5));
         assert!(left.is_empty(), "after thaw: {left:?}");
     }

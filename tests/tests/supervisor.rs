@@ -293,8 +293,10 @@ async fn oneshots_gate_their_dependents_on_a_successful_exit() {
             init.last_exit,
             Some(zinit_process::spawn::ExitStatus::Exited(3))
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let worker = sup.status("worker").await.expect("worker");
+        let worker = until(&sup, "worker", Duration::from_secs(5), |s| {
+            s.reason.contains("broken-init (failed)")
+        })
+        .await;
         assert_eq!(worker.state, State::Blocked);
         assert!(
             worker.reason.contains("broken-init (failed)"),
@@ -739,13 +741,16 @@ async fn signals_reach_the_main_process_or_every_process() {
                 .await
                 .expect("signal all");
             assert_eq!(all.len(), 3);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let log = read_log(&stack.log("svc"));
             let got = |sig: &str| {
-                log.iter()
+                read_log(&stack.log("svc"))
+                    .iter()
                     .filter(|l| l.kind == "signal" && l.sig.as_deref() == Some(sig))
                     .count()
             };
+            let end = Instant::now() + Duration::from_secs(5);
+            while got("SIGUSR1") + got("SIGUSR2") < 4 && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             assert_eq!(got("SIGUSR1"), 1);
             assert_eq!(got("SIGUSR2"), 3);
             stop_all(&sup).await;

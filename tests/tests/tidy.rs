@@ -85,17 +85,18 @@ fn each_crate_depends_only_on_the_layers_it_may_know() {
     ]
     .into();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(root())
-        .output()
-        .expect("cargo metadata");
+    let out = zinit_tests::output_within(
+        std::process::Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(root()),
+        std::time::Duration::from_secs(120),
+    );
     assert!(out.status.success(), "cargo metadata failed");
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
     let mut problems = Vec::new();

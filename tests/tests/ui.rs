@@ -461,12 +461,13 @@ fn get_as(uid: u32, url: &str, tag: &Tag) -> (u16, String) {
     let script = "import sys, urllib.request, urllib.error\n\
                   try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n\
                   except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, url, tag.as_str()])
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("run python3");
+    let out = zinit_tests::output_within(
+        std::process::Command::new("python3")
+            .args(["-c", script, url, tag.as_str()])
+            .uid(uid)
+            .gid(uid),
+        Duration::from_secs(30),
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
     let code = code

@@ -67,5 +67,5 @@ async fn an_exit_is_reported_once_and_a_quiet_wait_does_not_spin() {
     // The exited pidfd is still open in the child's handle, but the watcher
     // no longer reports it: the next wait sleeps until its deadline.
     assert_quiet_wait(&mut watcher, Duration::from_secs(2)).await;
-    child.wait().await.expect("reap");
+    zinit_tests::reaped(&mut child).await;
 }
