@@ -20,7 +20,8 @@ pub mod web;
 #[derive(Debug)]
 pub struct Tag {
     tag: String,
-    dir: PathBuf,
+    /// `/tmp/TAG.XXXXXX`: its name carries the tag, so paths in argv do.
+    dir: tempfile::TempDir,
     cgroups: std::sync::Mutex<Vec<CgroupRoot>>,
 }
 
@@ -30,11 +31,9 @@ impl Tag {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{name}-{}-{n}", tag_prefix(), std::process::id());
-        let dir = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&dir).expect("create test dir");
         Self {
+            dir: scratch_dir(&tag),
             tag,
-            dir,
             cgroups: std::sync::Mutex::default(),
         }
     }
@@ -63,11 +62,9 @@ impl Tag {
     /// Takes over a tag made by another process (the probe, started by a
     /// test): same text, its own scratch directory.
     pub fn adopt(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create test dir");
         Self {
+            dir: scratch_dir(tag),
             tag: tag.to_string(),
-            dir,
             cgroups: std::sync::Mutex::default(),
         }
     }
@@ -77,9 +74,9 @@ impl Tag {
         &self.tag
     }
 
-    /// This test's scratch directory.
+    /// This test's scratch directory (removed when the tag drops).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The live (not zombie) processes carrying this tag.
@@ -91,13 +88,33 @@ impl Tag {
     /// symbolic link `<tag dir>/NAME` to the system's `NAME` (found in
     /// `PATH`), so its argv[0] carries the tag while it runs unchanged.
     pub fn program(&self, name: &str) -> PathBuf {
-        let link = self.dir.join(name);
+        let link = self.dir().join(name);
         if !link.exists() {
             let target = which(name).unwrap_or_else(|| panic!("{name} is not installed"));
             std::os::unix::fs::symlink(target, &link).expect("link the program");
         }
         link
     }
+}
+
+/// A fresh directory `/tmp/TAG.XXXXXX`, readable by every user (tests run
+/// programs as `nobody` in it).
+fn scratch_dir(tag: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{tag}."))
+        .tempdir()
+        .expect("create the test's directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the test's directory");
+    dir
+}
+
+/// The monotonic clock (CLOCK_MONOTONIC) in nanoseconds, the clock of the
+/// fixture's log and the probe's reports.
+pub fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// The start of every tag of this test run: `zt-` and, under `cargo xtask
@@ -359,7 +376,6 @@ impl Drop for Tag {
                 eprintln!("warning: cgroup {} not removed: {e}", root.path().display());
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
         if std::thread::panicking() {
             return;
         }
@@ -698,8 +714,7 @@ pub fn all_alive(pids: &[i32], tag: &str) -> bool {
 /// Whether this host should give us cgroups: root, a cgroup2 mount, and no
 /// `ZINIT_CGROUP=off`.
 pub fn host_allows_cgroups() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup2 ")));
     let off = std::env::var("ZINIT_CGROUP").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
@@ -966,8 +981,11 @@ pub fn run_cli(socket: &Path, args: &[&str]) -> CliOutput {
     let output = match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(output) => output.expect("zinit output"),
         Err(_) => {
-            // SAFETY: the child is not reaped until wait_with_output returns.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The child is not reaped until wait_with_output returns.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             rx.recv().expect("reaped").expect("zinit output")
         }
     };

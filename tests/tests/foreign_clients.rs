@@ -53,9 +53,12 @@ fn run_bounded(mut command: Command, bound: Duration, log: &Path) -> Outcome {
             break Some(status);
         }
         if Instant::now() > end {
-            // SAFETY: kill(2) on the group we created; its leader is not
-            // reaped yet, so the group id is still ours.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // The group we created; its leader is not reaped yet, so the
+            // group id is still ours.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             break None;
         }

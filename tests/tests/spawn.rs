@@ -206,8 +206,7 @@ async fn a_failed_spawn_says_which_step_failed() {
     );
 
     // Entering the directory happens as the service user.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         zinit_tests::skip("changing to the working directory as another user needs root");
     } else {
         let private = tag.dir().join("private");

@@ -103,12 +103,6 @@ fn assert_mode(root: &Option<CgroupRoot>, pid: i32, tag: &Tag) {
     }
 }
 
-/// The monotonic clock the fixture's log uses, in nanoseconds.
-fn now_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
-
 /// Polls (test-side only) until `name` satisfies `check`, at most `bound`.
 async fn until(
     sup: &Supervisor,
@@ -514,7 +508,7 @@ async fn a_stop_command_runs_first_within_half_the_budget() {
                 "the stop command ran before the signal"
             );
 
-            let asked = now_ns();
+            let asked = zinit_tests::monotonic_ns();
             let result = sup.stop_unit("hung").await.expect("stop");
             let command = first_line("hung-stop", "start");
             let signal = first_line("hung", "signal");

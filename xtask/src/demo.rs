@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         demo(&bins, &tag, &dir, args.ui)
     };
-    crate::bench::reap_tag(&tag);
+    zinit_tests::reap_tagged(&tag, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

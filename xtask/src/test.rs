@@ -521,7 +521,7 @@ fn install_check() -> Result<()> {
     })();
     let _ = old.kill();
     let _ = old.wait();
-    crate::bench::reap_tag(&tag);
+    zinit_tests::reap_tagged(&tag, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

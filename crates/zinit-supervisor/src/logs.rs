@@ -520,8 +520,8 @@ mod tests {
 
     #[test]
     fn a_log_file_rotates_by_size() {
-        let dir = std::env::temp_dir().join(format!("zt-rotate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().join("logs");
         let path = dir.join("web.log");
         let mut file = RotatingFile::open(path.clone(), 200, 2, None).expect("open");
         let hub = LogHub::new(10, 10_000);
@@ -534,6 +534,5 @@ mod tests {
         assert!(!dir.join("web.log.3").exists(), "keeps two rotated files");
         let current = std::fs::read_to_string(&path).expect("read");
         assert!(current.trim_end().ends_with("line number 19"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

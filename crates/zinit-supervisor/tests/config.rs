@@ -1,7 +1,7 @@
 //! Service files: the accepted fields, and a table of bad files with the
 //! exact error each must give (file, field, value, line, message).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use zinit_process::Signal;
 use zinit_process::stop::StopMode;
@@ -239,23 +239,19 @@ fn all_problems_of_a_file_are_reported_at_once() {
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
 
-struct Dir(PathBuf);
+/// A config directory of test files, removed when dropped.
+struct Dir(tempfile::TempDir);
 
 impl Dir {
     fn new(name: &str, files: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!("zt-config-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("zt-config-{name}."))
+            .tempdir()
+            .expect("mkdir");
         for (file, text) in files {
-            std::fs::write(dir.join(file), text).expect("write");
+            std::fs::write(temp.path().join(file), text).expect("write");
         }
-        Self(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Self(temp)
     }
 }
 
@@ -273,7 +269,7 @@ fn a_directory_keeps_its_valid_services_and_lists_the_invalid_ones() {
             (".hidden.yaml", "exec: ignored"),
         ],
     );
-    let set = load_dir(&dir.0).expect("readable");
+    let set = load_dir(dir.0.path()).expect("readable");
     assert_eq!(set.services.keys().collect::<Vec<_>>(), ["db", "web"]);
     assert_eq!(
         set.invalid.keys().collect::<Vec<_>>(),
@@ -303,7 +299,7 @@ fn a_cycle_is_printed_and_its_members_and_dependents_are_invalid() {
             ("e.yaml", "exec: /bin/e\n"),
         ],
     );
-    let set = load_dir(&dir.0).expect("readable");
+    let set = load_dir(dir.0.path()).expect("readable");
     assert_eq!(set.services.keys().collect::<Vec<_>>(), ["e"]);
     let a = set.invalid["a"][0].to_string();
     assert!(
@@ -326,7 +322,7 @@ fn two_files_for_one_name_are_a_duplicate() {
             ("web.yml", "exec: /bin/b\n"),
         ],
     );
-    let set = load_dir(&dir.0).expect("readable");
+    let set = load_dir(dir.0.path()).expect("readable");
     assert!(set.services.is_empty());
     assert!(
         set.invalid["web"][0]

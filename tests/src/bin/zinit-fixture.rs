@@ -276,8 +276,7 @@ struct Fixture {
 }
 
 fn now_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    zinit_tests::monotonic_ns()
 }
 
 impl Fixture {
