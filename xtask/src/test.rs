@@ -8,12 +8,12 @@ use std::time::Duration;
 
 /// What every test process of this run is told: the run's id (in every
 /// tag, see `zinit_tests::tag_prefix`) and where to record skips.
-struct Run {
+struct TestRun {
     id: String,
     skip_log: PathBuf,
 }
 
-impl Run {
+impl TestRun {
     fn new() -> Result<Self> {
         let skip_log = crate::root().join("target/zinit-test-skips.log");
         std::fs::create_dir_all(crate::root().join("target"))?;
@@ -59,7 +59,7 @@ struct Counts {
 const MINUTE: Duration = Duration::from_secs(60);
 
 pub fn run() -> Result<()> {
-    let run = Run::new()?;
+    let run = TestRun::new()?;
     bounded("installing nginx and redis", 10 * MINUTE, || {
         install_foreign_programs()
     })?;
@@ -296,7 +296,7 @@ pub fn install_foreign_programs() -> Result<()> {
 /// `cargo xtask test-shutdown`.
 pub fn test_shutdown() -> Result<()> {
     install_foreign_programs()?;
-    let run = Run::new()?;
+    let run = TestRun::new()?;
     let prefix = std::env::temp_dir().join(format!("zinit-prefix-{}", run.id));
     let counts = test_shutdown_counts(&prefix, &run.env());
     println!(
@@ -421,7 +421,7 @@ fn count(summary: &str, word: &str) -> u64 {
 /// workspace's `target/` or the scenarios' installed prefix, or carrying
 /// one of this run's tags (tests' `zt-RUN-…`, the install check's
 /// `zinstall-RUN`) in its argv.
-fn leaked_processes(run: &Run, prefix: &Path) -> Vec<String> {
+fn leaked_processes(run: &TestRun, prefix: &Path) -> Vec<String> {
     let target = crate::root().join("target");
     let tags = [format!("zt-{}-", run.id), format!("zinstall-{}", run.id)];
     let me = std::process::id().to_string();
