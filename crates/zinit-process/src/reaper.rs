@@ -129,18 +129,3 @@ pub fn set_child_subreaper() -> io::Result<()> {
 pub fn is_child_subreaper() -> bool {
     nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
-
-/// Live children of this process that were not spawned through
-/// [`crate::Command`]: orphans adopted as a subreaper (double-forked daemons
-/// whose unit lost track of them).
-pub fn adopted(table: &crate::ProcessTable) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let spawned = children();
-    table
-        .children(me)
-        .iter()
-        .copied()
-        .filter(|pid| !spawned.contains_key(pid))
-        .filter(|pid| table.get(*pid).is_some_and(|p| !p.is_zombie()))
-        .collect()
-}
