@@ -358,6 +358,27 @@ async fn stopped_processes_see_the_stop_signal_thanks_to_sigcont() {
             &["--width", "2", "--depth", "2", "--stop-self", "all"],
         )
         .await;
+        // Each process below the root reports itself, then stops itself:
+        // wait until all did.
+        let stopping: Vec<i32> = tree
+            .procs
+            .iter()
+            .filter(|p| p.depth > 0)
+            .map(|p| p.pid)
+            .collect();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !stopping.iter().all(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+            })
+        }) {
+            assert!(
+                std::time::Instant::now() < end,
+                "{stopping:?} never all stopped themselves"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let report = stop_and_check(&tag, &mut tree, &spec(5_000)).await;
         assert_eq!(report.outcome, StopOutcome::Graceful, "{report:#?}");
         let log = read_log(&tree.log);

@@ -104,6 +104,9 @@ pub enum CommandResult {
     Failed(String),
 }
 
+/// How long a command cut at its bound is waited for after SIGKILL.
+const CUT_WAIT: Duration = Duration::from_millis(100);
+
 /// Runs `argv` as a command of `config` (outside the unit's cgroup, output
 /// discarded) and waits at most `bound`, or until `cancel` is cancelled; then
 /// its whole group is killed.
@@ -135,15 +138,17 @@ pub async fn run_bounded(
         Some(Ok(status)) => CommandResult::Exited(status),
         Some(Err(e)) => CommandResult::Failed(e.to_string()),
         None => {
+            // Cut: killed at once, and waited for only briefly, so that the
+            // cut does not eat into what is left of the caller's budget.
             let members = Members::of_child(&child);
             let spec = StopSpec {
                 timeout: Duration::ZERO,
                 mode: StopMode::Group,
-                kill_wait: Duration::from_millis(500),
+                kill_wait: CUT_WAIT,
                 ..StopSpec::default()
             };
-            let _ = stop(&members, &spec, None).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+            let _ = tokio::time::timeout(CUT_WAIT * 2, stop(&members, &spec, None)).await;
+            let _ = tokio::time::timeout(CUT_WAIT, child.wait()).await;
             CommandResult::TimedOut
         }
     }
