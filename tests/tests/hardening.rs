@@ -154,6 +154,49 @@ async fn a_service_user_cannot_make_root_write_through_its_log_directory() {
     let log = std::fs::symlink_metadata(logs.join("victim.log")).expect("log");
     assert!(log.is_file());
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&log), NOBODY);
+
+    // Case 3: the log is a second name (a hard link) of another file.
+    assert!(
+        as_nobody(
+            &tag,
+            &format!(
+                "echo other > {d}/other && rm -f {d}/victim.log && ln {d}/other {d}/victim.log",
+                d = logs.display()
+            )
+        )
+        .await
+    );
+    assert_eq!(server.zinit(&["restart", "victim"]).code, 0);
+    // Case 4: the log is a FIFO nobody reads: opening it must not hang the
+    // server.
+    assert!(
+        as_nobody(
+            &tag,
+            &format!(
+                "rm -f {d}/victim.log && mkfifo {d}/victim.log",
+                d = logs.display()
+            )
+        )
+        .await
+    );
+    let restart = server.zinit(&["restart", "victim"]);
+    let status = server.zinit(&["status", "victim"]);
+    assert_eq!(
+        status.code, 0,
+        "the server still answers: {}",
+        status.stderr
+    );
+    assert!(
+        restart.code != 0 || status.stdout.contains("running"),
+        "{}{}",
+        restart.stderr,
+        status.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("other")).expect("other"),
+        "other\n",
+        "root wrote to a file through its second name"
+    );
 }
 
 #[tokio::test]

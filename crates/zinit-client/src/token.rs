@@ -85,7 +85,8 @@ pub fn read_token_file(path: &Path) -> Result<Token, TokenError> {
     };
     let mut file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        // Never through a link, and never blocking on a FIFO.
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
         .open(path)
         .map_err(read)?;
     let meta = file.metadata().map_err(read)?;
@@ -155,6 +156,11 @@ mod tests {
         let link = dir.join("link");
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
         assert!(read_token_file(&link).is_err(), "links are not followed");
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        let err = read_token_file(&fifo).expect_err("a fifo").to_string();
+        assert!(err.contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

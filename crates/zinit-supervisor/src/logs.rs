@@ -276,7 +276,10 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
         .create(true)
         .append(true)
         .mode(0o640)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        // Never through a link, and never blocking on a FIFO planted there
+        // (its open fails at once without a reader; with one, it is not a
+        // regular file).
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {

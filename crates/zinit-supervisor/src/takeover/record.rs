@@ -176,7 +176,8 @@ pub(crate) fn unix_ms_in(after: Duration) -> u64 {
 pub(crate) fn read(path: &Path) -> Result<Option<Record>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        // Never through a link, and never blocking on a FIFO planted there.
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path);
     let mut file = match file {
         Ok(file) => file,
@@ -245,5 +246,169 @@ impl RecordFile {
     /// Removes the record (after a clean exit: nothing to take over).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn unit(name: &str) -> RecordedUnit {
+        RecordedUnit {
+            name: name.to_string(),
+            job: None,
+            digest: "abc".to_string(),
+            wanted: true,
+            state: "running".to_string(),
+            main: Some(RecordedProcess {
+                pid: 1234,
+                start_time: 99,
+            }),
+            cgroup: Some(PathBuf::from("/sys/fs/cgroup/zinit.x/unit-web")),
+            members: vec![],
+            stop_signal: 15,
+            stop_timeout_ms: 10_000,
+            stop_mode: "tree".to_string(),
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            version: VERSION,
+            server: RecordedProcess {
+                pid: 4321,
+                start_time: 7,
+            },
+            cgroup_roots: vec![PathBuf::from("/sys/fs/cgroup/zinit.x")],
+            shutdown: None,
+            last_job: 3,
+            units: vec![unit("web")],
+        }
+    }
+
+    fn write(dir: &Path, name: &str, record: &Record) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_vec(record).expect("json")).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_record_written_is_read_back_the_same() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = write(dir.path(), "ok.state", &record());
+        assert_eq!(read(&path), Ok(Some(record())));
+        assert_eq!(read(&dir.path().join("none.state")), Ok(None));
+    }
+
+    #[test]
+    fn values_a_successor_would_act_on_are_range_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cases: Vec<(&str, Box<dyn Fn(&mut Record)>, &str)> = vec![
+            (
+                "version",
+                Box::new(|r| r.version = 99),
+                "invalid version 99",
+            ),
+            (
+                "server pid 1",
+                Box::new(|r| r.server.pid = 1),
+                "server pid 1",
+            ),
+            (
+                "a huge pid",
+                Box::new(|r| r.units[0].main.as_mut().expect("main").pid = 1 << 30),
+                "a pid of web",
+            ),
+            (
+                "a member pid 0",
+                Box::new(|r| {
+                    r.units[0].members.push(RecordedProcess {
+                        pid: 0,
+                        start_time: 1,
+                    })
+                }),
+                "a pid of web",
+            ),
+            (
+                "a relative cgroup root",
+                Box::new(|r| r.cgroup_roots = vec![PathBuf::from("zinit.x")]),
+                "cgroup directory zinit.x",
+            ),
+            (
+                "a cgroup that climbs out",
+                Box::new(|r| r.units[0].cgroup = Some(PathBuf::from("/sys/fs/cgroup/../../etc"))),
+                "the cgroup of web",
+            ),
+            (
+                "a name with a slash",
+                Box::new(|r| r.units[0].name = "../etc".to_string()),
+                "unit name \"../etc\"",
+            ),
+            (
+                "an unknown signal",
+                Box::new(|r| r.units[0].stop_signal = 200),
+                "the stop settings of web",
+            ),
+            (
+                "a timeout beyond the cap",
+                Box::new(|r| r.units[0].stop_timeout_ms = u64::MAX),
+                "the stop settings of web",
+            ),
+            (
+                "an unknown stop mode",
+                Box::new(|r| r.units[0].stop_mode = "everything".to_string()),
+                "the stop settings of web",
+            ),
+        ];
+        for (case, change, why) in cases {
+            let mut bad = record();
+            change(&mut bad);
+            let path = write(dir.path(), "bad.state", &bad);
+            let error = read(&path).expect_err(case);
+            assert!(error.contains(why), "{case}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_not_the_servers_own_regular_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let real = write(dir.path(), "real.state", &record());
+
+        // A symbolic link to a record is not followed.
+        let link = dir.path().join("link.state");
+        std::os::unix::fs::symlink(&real, &link).expect("link");
+        assert!(read(&link).is_err(), "a link was followed");
+
+        // Not a regular file.
+        let fifo = dir.path().join("fifo.state");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        let error = read(&fifo).expect_err("a fifo");
+        assert!(error.contains("not a regular file"), "{error}");
+
+        // Larger than the bound (a sparse file: nothing is read).
+        let big = dir.path().join("big.state");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(MAX_SIZE + 1))
+            .expect("big");
+        let error = read(&big).expect_err("too big");
+        assert!(error.contains("larger than"), "{error}");
+
+        // Not JSON.
+        let garbage = dir.path().join("garbage.state");
+        std::fs::write(&garbage, b"{ not a record").expect("garbage");
+        let error = read(&garbage).expect_err("garbage");
+        assert!(error.contains("not a valid record"), "{error}");
+
+        // Another user's file (only root can make one to test with).
+        if nix::unistd::geteuid().is_root() {
+            let theirs = write(dir.path(), "theirs.state", &record());
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None)
+                .expect("chown");
+            let error = read(&theirs).expect_err("another user's record");
+            assert!(error.contains("belongs to uid 65534"), "{error}");
+        }
     }
 }
