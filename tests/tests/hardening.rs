@@ -361,6 +361,13 @@ async fn the_tcp_listener_wants_a_real_token_and_survives_a_connection_flood() {
         assert_eq!(code, 1, "{text:?}: {err}");
         assert!(err.contains(why), "{text:?} {mode:o}: {err}");
     }
+    // --tcp without a token file is refused.
+    let socket = tag.dir().join("t.sock").display().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (code, err) = server_refuses(&["--config", &conf_arg, "--socket", &socket, "--tcp", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+
     // A good token; then a flood of idle connections.
     std::fs::write(&token, "0123456789abcdef0123\n").expect("token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -373,6 +380,47 @@ async fn the_tcp_listener_wants_a_real_token_and_survives_a_connection_flood() {
         &["--tcp", &addr, "--token-file", &token.display().to_string()],
     )
     .await;
+    // Only the exact token opens Control and health alike.
+    let channel = tonic::transport::Endpoint::try_from(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect over TCP");
+    let with = |token: &str| {
+        let mut request = tonic::Request::new(zinit_proto::v1::ServerInfoRequest {});
+        if !token.is_empty() {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        request
+    };
+    let mut control = zinit_proto::v1::control_client::ControlClient::new(channel.clone());
+    for wrong in [
+        "",
+        "0123456789abcdef012",
+        "0123456789abcdef0124",
+        "0123456789abcdef01234",
+        "x",
+    ] {
+        let denied = control
+            .server_info(with(wrong))
+            .await
+            .expect_err("a wrong token");
+        assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{wrong:?}");
+    }
+    control
+        .server_info(with("0123456789abcdef0123"))
+        .await
+        .expect("the right token");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let denied = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect_err("health without a token");
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+
     let flood: Vec<std::net::TcpStream> = (0..300)
         .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
         .collect();
@@ -384,6 +432,7 @@ async fn the_tcp_listener_wants_a_real_token_and_survives_a_connection_flood() {
     assert_eq!(server.zinit(&["restart", "late"]).code, 0);
     // At most 64 are kept; the others are closed by the server.
     let mut closed = 0;
+    let mut kept = Vec::new();
     for mut stream in flood {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -391,9 +440,30 @@ async fn the_tcp_listener_wants_a_real_token_and_survives_a_connection_flood() {
         let mut buf = [0u8; 1];
         if matches!(std::io::Read::read(&mut stream, &mut buf), Ok(0)) {
             closed += 1;
+        } else {
+            kept.push(stream);
         }
     }
     assert!(closed >= 300 - 64 - 8, "only {closed} of 300 were closed");
+    // The kept ones, idle, are closed after 30 s.
+    let idle = Instant::now();
+    for mut stream in kept {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(45)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        loop {
+            match std::io::Read::read(&mut stream, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+    let waited = idle.elapsed();
+    assert!(
+        waited < Duration::from_secs(40),
+        "idle connections were kept {waited:?}"
+    );
 }
 
 #[tokio::test]

@@ -359,3 +359,36 @@ fn names_of_the_form_job_n_are_left_to_jobs() {
             .unwrap_or_else(|e| panic!("{fine}: {e:?}"));
     }
 }
+
+#[test]
+fn a_file_with_an_impossible_name_or_too_big_is_invalid_and_named() {
+    let huge = format!("exec: /bin/a\n#{}\n", "x".repeat(1024 * 1024));
+    let dir = Dir::new(
+        "names",
+        &[
+            ("ok_name-1.2@x.yaml", "exec: /bin/ok\n"),
+            ("sp ace.yaml", "exec: /bin/a\n"),
+            ("dol$lar.yaml", "exec: /bin/a\n"),
+            ("ünï.yaml", "exec: /bin/a\n"),
+            ("huge.yaml", &huge),
+        ],
+    );
+    let set = load_dir(dir.0.path()).expect("readable");
+    assert_eq!(set.services.keys().collect::<Vec<_>>(), ["ok_name-1.2@x"]);
+    for (name, why) in [
+        ("sp ace", "letters, digits"),
+        ("dol$lar", "letters, digits"),
+        ("ünï", "letters, digits"),
+        ("huge", "larger than 1048576 bytes"),
+    ] {
+        let errors = set
+            .invalid
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not listed as invalid: {:?}", set.invalid));
+        let text = errors[0].to_string();
+        assert!(
+            text.contains(&format!("{name}.yaml")) && text.contains(why),
+            "{name}: {text}"
+        );
+    }
+}
