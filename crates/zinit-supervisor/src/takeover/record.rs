@@ -304,7 +304,9 @@ mod tests {
     #[test]
     fn values_a_successor_would_act_on_are_range_checked() {
         let dir = tempfile::tempdir().expect("dir");
-        let cases: Vec<(&str, Box<dyn Fn(&mut Record)>, &str)> = vec![
+        /// (case, the change, what the error must say)
+        type Case = (&'static str, Box<dyn Fn(&mut Record)>, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 "version",
                 Box::new(|r| r.version = 99),
