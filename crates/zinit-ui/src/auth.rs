@@ -6,14 +6,12 @@
 //! session cookie. Always, for every POST: a same-origin check and the
 //! anti-CSRF token. Secrets are compared in constant time.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,8 +19,6 @@ use std::sync::Arc;
 pub const COOKIE: &str = "zinit_ui_session";
 /// The header that carries the anti-CSRF token on every POST.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// The shortest token a token file may hold (after trimming).
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The secrets of this process, and who may connect.
 pub struct Secrets {
@@ -122,42 +118,11 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Reads a token file: a regular file readable by its owner only (mode &
-/// 0o077 == 0) holding at least 16 bytes after trimming whitespace.
+/// Reads a token file with the server's TCP token rules
+/// (`zinit_client::token`): a regular file readable by its owner only
+/// (mode & 0o077 == 0), holding at least 16 bytes after trimming whitespace.
 pub fn read_token_file(path: &Path) -> Result<Vec<u8>> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("opening the token file {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("the token file {} is not a regular file", path.display());
-    }
-    if meta.mode() & 0o077 != 0 {
-        bail!(
-            "the token file {} may be read by group or others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        );
-    }
-    let mut raw = Vec::new();
-    file.by_ref()
-        .take(64 * 1024)
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    let token = raw.trim_ascii().to_vec();
-    if token.len() < MIN_TOKEN_LEN {
-        bail!(
-            "the token in {} is too short: {} bytes, at least {MIN_TOKEN_LEN} are needed",
-            path.display(),
-            token.len()
-        );
-    }
-    Ok(token)
+    Ok(zinit_client::token::read_token_file(path)?.into_bytes())
 }
 
 /// The value of cookie `name`.
