@@ -413,7 +413,7 @@ async fn fifty_clients_follow_a_chatty_service_in_order() {
             let mut client = zinit_client::connect(&socket).await.expect("connect");
             let request = zinit_proto::v1::StreamLogsRequest {
                 name: "chatty".into(),
-                last: 1,
+                last: Some(1),
                 follow: true,
             };
             let mut stream = client

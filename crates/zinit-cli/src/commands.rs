@@ -151,7 +151,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let request = pb::StreamLogsRequest {
                 name: name.unwrap_or_default(),
-                last: lines.unwrap_or(0),
+                // Unset: every kept line; `-n 0`: none, as `tail -n 0`.
+                last: lines,
                 follow,
             };
             let mut stream = client.stream_logs(request).await?.into_inner();

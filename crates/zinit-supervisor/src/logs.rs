@@ -2,7 +2,8 @@
 //! timestamp and the stream, in a bounded ring per unit; live followers that
 //! are told how many lines they missed when they lag; bytes that are not
 //! UTF-8 kept (lossily) without stopping the reader; and an optional log
-//! file per unit with size-based rotation.
+//! file per unit with size-based rotation. A job's output is finished once
+//! the job has ended and its pipes are closed: its followers then end.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -75,6 +76,8 @@ struct Ring {
     lines: VecDeque<Arc<LogLine>>,
     bytes: usize,
     tx: broadcast::Sender<Arc<LogLine>>,
+    /// No more lines will come (a job that has ended): followers end.
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ impl LogHub {
             lines: VecDeque::new(),
             bytes: 0,
             tx: broadcast::channel(self.follow_buffer).0,
+            finished: false,
         })
     }
 
@@ -160,10 +164,32 @@ impl LogHub {
         let lines = snapshot_of(&inner, unit, last);
         let after = inner.seq;
         let rx = match unit {
-            Some(unit) => self.ring(&mut inner, unit).tx.subscribe(),
+            Some(unit) => {
+                let ring = self.ring(&mut inner, unit);
+                if ring.finished {
+                    // Nothing more will come: a follower that ends at once.
+                    broadcast::channel(1).1
+                } else {
+                    ring.tx.subscribe()
+                }
+            }
             None => self.all.subscribe(),
         };
         (lines, Follower { rx, after })
+    }
+
+    /// Marks `unit`'s output as complete: its followers end once they have
+    /// read every line sent so far, and later followers end after their
+    /// snapshot. For jobs, whose output ends with them.
+    pub fn finish(&self, unit: &str) {
+        let mut inner = self.lock();
+        let follow_buffer = self.follow_buffer;
+        let ring = self.ring(&mut inner, unit);
+        if !ring.finished {
+            ring.finished = true;
+            // Dropping the followers' sender closes their channel.
+            ring.tx = broadcast::channel(follow_buffer).0;
+        }
     }
 
     /// Forgets a unit's ring (its followers end).
@@ -376,6 +402,23 @@ mod tests {
             hub.push("web", Stream::Stdout, format!("{i}"));
         }
         assert_eq!(follower.next().await, Some(Followed::Missed(6)));
+    }
+
+    #[tokio::test]
+    async fn followers_of_a_finished_unit_end_after_its_last_line() {
+        let hub = LogHub::new(100, 10_000, 16);
+        hub.push("job-1", Stream::Stdout, "first".into());
+        let (_, mut early) = hub.follow(Some("job-1"), None);
+        hub.push("job-1", Stream::Stdout, "last".into());
+        hub.finish("job-1");
+        match early.next().await {
+            Some(Followed::Line(line)) => assert_eq!(line.text, "last"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(early.next().await, None, "the follower ends");
+        let (snapshot, mut late) = hub.follow(Some("job-1"), None);
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(late.next().await, None, "a later follower ends at once");
     }
 
     #[test]

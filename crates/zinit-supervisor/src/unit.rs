@@ -68,6 +68,8 @@ pub(crate) struct Instance {
     pub started: Instant,
     /// Whether processes of the instance are still alive.
     pub alive: bool,
+    /// Whether its output pipes have reached end of file (or it has none).
+    pub output_closed: bool,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires

@@ -4,10 +4,10 @@
 //! timers), each carrying the instance, stop or timer generation it was
 //! started for, so a stale report is recognised and ignored.
 
-use crate::api::{JobSpec, ReloadSummary, StopResult, SupervisorError};
+use crate::api::{AddResult, JobSpec, ReloadSummary, StopResult, SupervisorError};
 use crate::config::ServiceConfig;
 use crate::shutdown::{ShutdownUnit, UnitShutDown};
-use crate::stopping::UnitStopReport;
+use crate::stopping::{StopProgress, UnitStopReport};
 use crate::unit::{TimerGeneration, UnitStatus};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,15 +27,26 @@ pub(crate) enum Request {
     List(oneshot::Sender<Vec<UnitStatus>>),
     Status(String, Reply<UnitStatus>),
     Start(String, bool, Reply<UnitStatus>),
-    Stop(String, Reply<StopResult>),
+    /// Stop a unit; its progress goes to the sender, if any.
+    Stop(
+        String,
+        Option<UnboundedSender<StopProgress>>,
+        Reply<StopResult>,
+    ),
     Restart(String, Reply<UnitStatus>),
     Add {
         source: PathBuf,
         file_name: String,
         text: String,
-        reply: Reply<String>,
+        reply: Reply<AddResult>,
     },
-    Remove(String, Reply<()>),
+    /// Stop a service (its progress to the sender, if any) and forget it;
+    /// answered with the stop's report.
+    Remove(
+        String,
+        Option<UnboundedSender<StopProgress>>,
+        Reply<Option<UnitStopReport>>,
+    ),
     Reload(Reply<ReloadSummary>),
     Signal(String, Signal, bool, Reply<Vec<i32>>),
     RunJob(JobSpec, Reply<String>),
@@ -84,5 +95,10 @@ pub(crate) enum Msg {
     BackoffDone {
         unit: String,
         timers: TimerGeneration,
+    },
+    /// Every output pipe of the instance reached end of file.
+    OutputClosed {
+        unit: String,
+        instance: u64,
     },
 }
