@@ -963,3 +963,31 @@ async fn a_jobs_output_ends_once_it_has_ended() {
         Some(zinit_supervisor::ExitStatus::Exited(3))
     );
 }
+
+#[tokio::test]
+async fn a_job_whose_dependency_is_not_coming_fails_instead_of_waiting() {
+    let stack = Stack::new("jobdeps");
+    let missing = stack.tag.dir().join("doesnotexist");
+    std::fs::write(
+        stack.conf.join("dead.yaml"),
+        format!("exec: {}\n", missing.display()),
+    )
+    .expect("write");
+    std::fs::write(
+        stack.conf.join("needs-dead.yaml"),
+        format!(
+            "{}oneshot: true\nafter: [dead]\n",
+            stack.exec("needs-dead", "")
+        ),
+    )
+    .expect("write");
+    let sup = stack.start(None);
+    until_state(&sup, "dead", State::Failed).await;
+    let job = sup
+        .run_job(JobSpec::Named("needs-dead".to_string()))
+        .await
+        .expect("job");
+    let status = until_state(&sup, &job, State::Failed).await;
+    assert_eq!(status.reason, "cannot run: waiting for dead (failed)");
+    stop_all(&sup).await;
+}

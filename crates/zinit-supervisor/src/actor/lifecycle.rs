@@ -19,7 +19,7 @@ use crate::shutdown::UnitShutDown;
 use crate::state::State;
 use crate::stopping::{UnitStopReport, stop_unit};
 use crate::tasks::{monitor, readiness};
-use crate::unit::{Instance, Then, TimerGeneration, Unit};
+use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -112,6 +112,18 @@ impl Actor {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // A job runs once: one whose dependency is not coming fails, so
+        // that whoever waits for it (`job run`) is answered.
+        let is_job = matches!(unit.kind, UnitKind::Job { .. });
+        let not_coming = waiting.iter().any(|dep| {
+            self.units
+                .get(dep)
+                .is_none_or(|d| !d.wanted || d.state == State::Failed)
+        });
+        if is_job && not_coming {
+            self.set_state(name, State::Failed, format!("cannot run: {reason}"));
+            return false;
+        }
         self.set_state(name, State::Blocked, reason);
         if let Some(unit) = self.units.get_mut(name) {
             unit.waiting_for = waiting;
