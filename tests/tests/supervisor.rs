@@ -687,6 +687,9 @@ async fn output_is_captured_with_ring_overflow_binary_bytes_and_lagging_follower
 #[tokio::test]
 async fn a_follower_gets_new_lines_live_and_hears_how_many_it_missed() {
     let stack = Stack::new("follow");
+    // A small ring, so that a follower that stops reading loses lines that
+    // are gone from it (lines still kept are caught up from the ring).
+    let ring = 1000;
     let logfile = stack.tag.dir().join("files/chatty.log");
     stack.write(
         "chatty",
@@ -696,7 +699,9 @@ async fn a_follower_gets_new_lines_live_and_hears_how_many_it_missed() {
             logfile.display()
         ),
     );
-    let sup = stack.start(None);
+    let mut options = Options::new(&stack.conf);
+    options.log_lines = ring;
+    let sup = Supervisor::start(options).expect("start");
     until_state(&sup, "chatty", State::Running).await;
     let (_, mut follower) = sup
         .follow_logs(Some("chatty"), Some(0))
@@ -727,21 +732,28 @@ async fn a_follower_gets_new_lines_live_and_hears_how_many_it_missed() {
         }
     }
     // A follower that stops reading is told how much it missed, and goes on.
+    let newest = |lines: Vec<std::sync::Arc<zinit_supervisor::logs::LogLine>>| {
+        lines.last().map_or(0, |l| l.seq)
+    };
     let (_, mut lagging) = sup
         .follow_logs(Some("chatty"), Some(0))
         .await
         .expect("follow");
+    let from = newest(sup.logs(Some("chatty"), None).await.expect("logs"));
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let kept = sup.logs(Some("chatty"), None).await.expect("logs").len();
-        if kept >= 5000 {
+        // Past the follower's buffer (4096 lines) and the ring.
+        let now = newest(sup.logs(Some("chatty"), None).await.expect("logs"));
+        if now > from + 5000 {
             break;
         }
-        assert!(Instant::now() < end, "only {kept} lines");
+        assert!(Instant::now() < end, "only {} lines", now - from);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     match lagging.next().await {
-        Some(zinit_supervisor::logs::Followed::Missed(n)) => assert!(n > 0),
+        Some(zinit_supervisor::logs::Followed::Missed(n)) => {
+            assert!(n >= 5000 - ring as u64, "{n} missed")
+        }
         other => panic!("expected a lag notice, got {other:?}"),
     }
     assert!(matches!(

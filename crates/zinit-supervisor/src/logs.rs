@@ -1,6 +1,7 @@
 //! Output capture: every unit's stdout and stderr, line by line, with a
 //! timestamp and the stream, in a bounded ring per unit; live followers that
-//! are told how many lines they missed when they lag; bytes that are not
+//! catch up from the ring when they lag, and are told how many lines they
+//! missed only when those are gone from it too; bytes that are not
 //! UTF-8 kept (lossily) without stopping the reader; and an optional log
 //! file per unit with size-based rotation. A job's output is finished once
 //! the job has ended and its pipes are closed: its followers then end.
@@ -53,21 +54,57 @@ pub enum Followed {
 /// A live follower of one unit's (or every unit's) output.
 #[derive(Debug)]
 pub struct Follower {
+    hub: Arc<LogHub>,
+    unit: Option<String>,
     rx: broadcast::Receiver<Arc<LogLine>>,
+    /// The last line delivered (or the snapshot's last): older ones are skipped.
     after: u64,
+    /// Lines taken back from the ring after a lag, delivered first.
+    backlog: VecDeque<Arc<LogLine>>,
 }
 
 impl Follower {
-    /// The next line or lag notice; `None` when the hub is gone.
+    /// The next line or lag notice; `None` when the unit's output has
+    /// ended (a finished job) or the hub is gone.
     pub async fn next(&mut self) -> Option<Followed> {
         loop {
+            if let Some(line) = self.backlog.pop_front() {
+                self.after = line.seq;
+                return Some(Followed::Line(line));
+            }
             match self.rx.recv().await {
                 Ok(line) if line.seq <= self.after => continue,
-                Ok(line) => return Some(Followed::Line(line)),
-                Err(broadcast::error::RecvError::Lagged(n)) => return Some(Followed::Missed(n)),
+                Ok(line) => {
+                    self.after = line.seq;
+                    return Some(Followed::Line(line));
+                }
+                Err(broadcast::error::RecvError::Lagged(dropped)) => {
+                    let missed = self.catch_up(dropped);
+                    if missed > 0 {
+                        return Some(Followed::Missed(missed));
+                    }
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// After `dropped` lines were dropped for this follower: takes every
+    /// line after the last delivered one back from the ring, and returns
+    /// how many are gone from it too. Under the hub's lock, nothing is
+    /// pushed meanwhile: the lines since the last delivered one are the
+    /// dropped ones and those still waiting in the channel.
+    fn catch_up(&mut self, dropped: u64) -> u64 {
+        let inner = self.hub.lock();
+        let since = dropped + self.rx.len() as u64;
+        self.backlog = snapshot_of(&inner, self.unit.as_deref(), None)
+            .into_iter()
+            .filter(|line| line.seq > self.after)
+            .collect();
+        // What is still in the channel is in the backlog now: drop it, so
+        // that the channel holds only lines after the backlog.
+        while self.rx.try_recv().is_ok() {}
+        since.saturating_sub(self.backlog.len() as u64)
     }
 }
 
@@ -159,7 +196,11 @@ impl LogHub {
 
     /// A snapshot and a follower that continues exactly after it (taken
     /// under one lock: no line is lost or repeated in between).
-    pub fn follow(&self, unit: Option<&str>, last: Option<usize>) -> (Vec<Arc<LogLine>>, Follower) {
+    pub fn follow(
+        self: &Arc<Self>,
+        unit: Option<&str>,
+        last: Option<usize>,
+    ) -> (Vec<Arc<LogLine>>, Follower) {
         let mut inner = self.lock();
         let lines = snapshot_of(&inner, unit, last);
         let after = inner.seq;
@@ -175,7 +216,14 @@ impl LogHub {
             }
             None => self.all.subscribe(),
         };
-        (lines, Follower { rx, after })
+        let follower = Follower {
+            hub: self.clone(),
+            unit: unit.map(str::to_string),
+            rx,
+            after,
+            backlog: VecDeque::new(),
+        };
+        (lines, follower)
     }
 
     /// Marks `unit`'s output as complete: its followers end once they have
@@ -386,27 +434,48 @@ mod tests {
         assert_eq!(hub.snapshot(None, Some(1))[0].text, "3");
     }
 
+    async fn texts(follower: &mut Follower, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match follower.next().await {
+                Some(Followed::Line(line)) => out.push(line.text.clone()),
+                other => panic!("{other:?}"),
+            }
+        }
+        out
+    }
+
     #[tokio::test]
-    async fn a_follower_continues_after_its_snapshot_and_hears_of_lag() {
-        let hub = LogHub::new(100, 10_000, 4);
+    async fn a_lagging_follower_catches_up_from_the_ring_and_hears_only_of_lines_gone() {
+        let hub = Arc::new(LogHub::new(5, 10_000, 4));
         hub.push("web", Stream::Stdout, "before".into());
         let (snapshot, mut follower) = hub.follow(Some("web"), None);
         assert_eq!(snapshot.len(), 1);
         hub.push("other", Stream::Stdout, "not for us".into());
         hub.push("web", Stream::Stdout, "after".into());
-        match follower.next().await {
-            Some(Followed::Line(line)) => assert_eq!(line.text, "after"),
-            other => panic!("{other:?}"),
-        }
-        for i in 0..10 {
+        assert_eq!(texts(&mut follower, 1).await, ["after"]);
+        // Four lines fit the follower's buffer, the ring keeps five: six
+        // lines behind, it loses nothing.
+        for i in 0..5 {
             hub.push("web", Stream::Stdout, format!("{i}"));
         }
-        assert_eq!(follower.next().await, Some(Followed::Missed(6)));
+        assert_eq!(texts(&mut follower, 5).await, ["0", "1", "2", "3", "4"]);
+        // Ten lines behind, five are gone from the ring too.
+        for i in 5..15 {
+            hub.push("web", Stream::Stdout, format!("{i}"));
+        }
+        assert_eq!(follower.next().await, Some(Followed::Missed(5)));
+        assert_eq!(
+            texts(&mut follower, 5).await,
+            ["10", "11", "12", "13", "14"]
+        );
+        hub.push("web", Stream::Stdout, "live".into());
+        assert_eq!(texts(&mut follower, 1).await, ["live"]);
     }
 
     #[tokio::test]
     async fn followers_of_a_finished_unit_end_after_its_last_line() {
-        let hub = LogHub::new(100, 10_000, 16);
+        let hub = Arc::new(LogHub::new(100, 10_000, 16));
         hub.push("job-1", Stream::Stdout, "first".into());
         let (_, mut early) = hub.follow(Some("job-1"), None);
         hub.push("job-1", Stream::Stdout, "last".into());
