@@ -158,9 +158,9 @@ fn run(mut args: Args) -> Result<i32> {
 }
 
 async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result<i32> {
-    let listener = listen::bind_unix(&socket).await?;
     // Every listener is bound and every file read before anything starts:
-    // a bad flag must not leave services running.
+    // a bad flag must not leave services running. The unix socket comes
+    // last, so that a client who sees it can use the TCP listener too.
     let token = args
         .token_file
         .as_deref()
@@ -175,6 +175,7 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         )),
         _ => None,
     };
+    let listener = listen::bind_unix(&socket).await?;
     let host = Host::prepare().context("preparing to supervise")?;
     let mut options = Options::new(&args.config);
     options.cgroups = host.cgroups();
