@@ -30,6 +30,10 @@ use zinit_process::{Members, StopOutcome};
 
 /// How long to wait after SIGKILL in a single-unit stop.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long a restart that is due waits for the previous run's processes
+/// to be reported gone (their exits may still be on their way on a busy
+/// machine) before it stops what is left of them.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
 /// How one stop runs: its budget, its wait after SIGKILL, where its
 /// progress goes, and the token that skips the rest of its grace.
@@ -361,14 +365,20 @@ impl Actor {
                 );
                 self.events
                     .send(name, EventKind::Restarting { attempt, delay });
-                let tx = self.tx.clone();
-                let unit = name.to_string();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Msg::BackoffDone { unit, timers });
-                });
+                self.wake_after(name, timers, delay);
             }
         }
+    }
+
+    /// Sends `BackoffDone` for `name` after `delay` (ignored unless `timers`
+    /// is still the unit's generation then).
+    fn wake_after(&self, name: &str, timers: TimerGeneration, delay: Duration) {
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::BackoffDone { unit, timers });
+        });
     }
 
     pub(super) fn main_exited(&mut self, name: &str, instance: u64, status: ExitStatus) {
@@ -411,6 +421,12 @@ impl Actor {
             if let Some(cgroup) = current.cgroup.as_ref().filter(|_| !stopping) {
                 let _ = cgroup.remove();
             }
+        }
+        // A restart that was due waited for exactly this.
+        if unit.awaiting_empty && unit.state == State::BackOff && unit.wanted && !unit.alive() {
+            unit.awaiting_empty = false;
+            unit.timers.forget_pending();
+            self.start_afresh(name, "restarting");
         }
     }
 
@@ -518,10 +534,18 @@ impl Actor {
     }
 
     pub(super) fn backoff_done(&mut self, name: &str, timers: TimerGeneration) {
-        let Some(unit) = self.units.get(name) else {
+        let Some(unit) = self.units.get_mut(name) else {
             return;
         };
         if unit.timers != timers || unit.state != State::BackOff || !unit.wanted {
+            return;
+        }
+        if unit.alive() && !unit.awaiting_empty {
+            // The previous run may be on its way out: wait for its exit to
+            // be reported (see `empty`), at most LEFTOVER_GRACE.
+            unit.awaiting_empty = true;
+            let timers = unit.timers.next();
+            self.wake_after(name, timers, LEFTOVER_GRACE);
             return;
         }
         self.start_afresh(name, "restarting");
@@ -531,6 +555,9 @@ impl Actor {
     /// first (then it starts); else it starts at once (or waits for its
     /// dependencies), without passing through `stopped`.
     pub(super) fn start_afresh(&mut self, name: &str, why: &str) {
+        if let Some(unit) = self.units.get_mut(name) {
+            unit.awaiting_empty = false;
+        }
         if self.units.get(name).is_some_and(Unit::alive) {
             self.begin_stop(
                 name,
