@@ -778,6 +778,8 @@ pub struct Server {
     pub socket: PathBuf,
     /// Its config directory.
     pub conf: PathBuf,
+    /// What it logged on stderr so far, line by line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -827,16 +829,19 @@ impl Server {
             .arg("--config")
             .arg(conf)
             .arg("--socket")
-            .arg(&socket)
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stderr(Output::Piped);
+            .arg(&socket);
+        if !extra.contains(&"--log-level") {
+            command = command.args(["--log-level", "warn"]);
+        }
+        let mut command = command.args(extra).stderr(Output::Piped);
         if std::env::var_os("ZINIT_TEST_SERVER_LOG").is_some() {
             command = command.stderr(Output::Inherit);
         }
         let mut child = command.spawn().expect("spawn zinit_server");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         if let Some(stderr) = child.take_stderr() {
             // Keep the server's stderr flowing (and visible on failure).
+            let log = log.clone();
             std::thread::spawn(move || {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(std::fs::File::from(stderr))
@@ -844,6 +849,7 @@ impl Server {
                     .map_while(Result::ok)
                 {
                     eprintln!("[zinit_server] {line}");
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 }
             });
         }
@@ -863,6 +869,32 @@ impl Server {
             child,
             socket,
             conf: conf.to_path_buf(),
+            log,
+        }
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// Waits (bounded to 10 s) until the server's log has a line containing
+    /// `text`; returns the log.
+    pub fn wait_log(&self, text: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {text:?} in the server log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -960,13 +992,41 @@ impl CliOutput {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
+
+    /// Every line of standard output parsed as JSON (a stream's objects).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The last line of standard output parsed as JSON: the result of a
+    /// command that streams progress first (`stop`, `remove`, `job run`).
+    pub fn last_json(&self) -> serde_json::Value {
+        self.json_lines()
+            .pop()
+            .unwrap_or_else(|| panic!("no JSON line: {}{}", self.stdout, self.stderr))
+    }
 }
 
 /// Runs `zinit --socket SOCKET ARGS` (bounded to 60 s).
 pub fn run_cli(socket: &Path, args: &[&str]) -> CliOutput {
+    run_cli_within(socket, args, Duration::from_secs(60))
+}
+
+/// Runs `zinit --socket SOCKET ARGS`, killed after `bound` (a hang fails
+/// the test with code -1 instead of hanging it).
+pub fn run_cli_within(socket: &Path, args: &[&str], bound: Duration) -> CliOutput {
+    let socket = socket.to_str().expect("utf-8 socket path");
+    let mut all = vec!["--socket", socket];
+    all.extend_from_slice(args);
+    run_zinit(&all, bound)
+}
+
+/// Runs `zinit ARGS` (no socket given), killed after `bound`.
+pub fn run_zinit(args: &[&str], bound: Duration) -> CliOutput {
     let child = std::process::Command::new(workspace_bin("zinit"))
-        .arg("--socket")
-        .arg(socket)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -978,7 +1038,7 @@ pub fn run_cli(socket: &Path, args: &[&str]) -> CliOutput {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let output = match rx.recv_timeout(Duration::from_secs(60)) {
+    let output = match rx.recv_timeout(bound) {
         Ok(output) => output.expect("zinit output"),
         Err(_) => {
             // The child is not reaped until wait_with_output returns.

@@ -140,7 +140,7 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
         assert_eq!((blk, ign, umask), (0, 0, 0o022), "readiness test");
 
         // A job.
-        let job = server.zinit(&["job", "run", "--", &sleep, "1003"]);
+        let job = server.zinit(&["job", "run", "--no-wait", "--", &sleep, "1003"]);
         assert_eq!(job.code, 0, "{}", job.stderr);
         let job = job.stdout.trim().to_string();
         server.wait_state(&job, "running");
@@ -177,7 +177,7 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
         // A stop: the stop command ran clean, and sleep stopped gracefully.
         let stop = server.zinit(&["--json", "stop", "plain"]);
         assert_eq!(stop.code, 0, "{}", stop.stderr);
-        let stop = stop.json();
+        let stop = stop.last_json();
         assert_eq!(stop["outcome"], "graceful", "{stop}");
         assert_eq!(stop["processes_killed"], 0, "{stop}");
         assert!(stop["duration"].as_f64().expect("duration") < 2.0, "{stop}");

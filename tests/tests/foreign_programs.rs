@@ -70,7 +70,7 @@ fn check_inherited(server: &Server, tag: &Tag, name: &str) {
 fn stop_gracefully(server: &Server, name: &str, command: &[&str]) {
     let out = server.zinit(command);
     assert_eq!(out.code, 0, "{name}: {}{}", out.stdout, out.stderr);
-    let answer = out.json();
+    let answer = out.last_json();
     assert_eq!(answer["outcome"], "graceful", "{name}: {answer}");
     if let Some(killed) = answer.get("processes_killed") {
         assert_eq!(killed, 0, "{name}: {answer}");
@@ -160,7 +160,7 @@ async fn programs_we_did_not_write_stop_gracefully_as_jobs() {
     let server = Server::start_careless(&tag, &conf, &[], &[]).await;
     for (name, exec) in programs(&tag) {
         let argv = shlex::split(&exec).expect("split");
-        let mut args = vec!["job", "run", "--"];
+        let mut args = vec!["job", "run", "--no-wait", "--"];
         args.extend(argv.iter().map(String::as_str));
         let out = server.zinit(&args);
         assert_eq!(out.code, 0, "{name}: {}{}", out.stdout, out.stderr);

@@ -625,7 +625,7 @@ fn zinit_shutdown_through_the_socket_ends_the_namespace() {
     let out = ns.cli(&["shutdown"]);
     assert_eq!(out.code, 0, "zinit shutdown: {}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("plan: stopping 2 unit(s)"),
+        out.stdout.contains("plan: stopping 2 units"),
         "{}",
         out.stdout
     );

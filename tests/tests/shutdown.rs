@@ -469,6 +469,7 @@ fn a_killed_server_is_taken_over(cgroups: bool) -> Outcome {
     let out = lab.cli(&[
         "job",
         "run",
+        "--no-wait",
         "--",
         FIXTURE,
         "--tag",

@@ -680,7 +680,7 @@ async fn add_copies_the_file_and_starts_it_remove_stops_it_and_deletes_the_file(
             let sup = stack.start(root.clone());
             let outside = stack.tag.dir().join("extra.yaml");
             std::fs::write(&outside, stack.exec("extra", "--width 1")).expect("write");
-            assert_eq!(sup.add(&outside).await.expect("add"), "extra");
+            assert_eq!(sup.add(&outside).await.expect("add").name, "extra");
             assert!(
                 stack.conf.join("extra.yaml").exists(),
                 "copied into the config dir"
@@ -1122,4 +1122,145 @@ async fn a_service_file_cannot_take_the_name_of_a_job() {
         );
     })
     .await
+}
+
+#[tokio::test]
+async fn a_program_that_cannot_be_started_fails_at_once_without_back_off() {
+    let stack = Stack::new("spawnfail");
+    let missing = stack.tag.dir().join("doesnotexist");
+    std::fs::write(
+        stack.conf.join("ghost.yaml"),
+        format!("exec: {}\n", missing.display()),
+    )
+    .expect("write");
+    let sup = stack.start(None);
+    let mut events = sup.events();
+    let failed = until_state(&sup, "ghost", State::Failed).await;
+    assert!(
+        failed.reason.starts_with(&format!(
+            "cannot start: executing {}: No such file or directory",
+            missing.display()
+        )),
+        "{}",
+        failed.reason
+    );
+    assert_eq!(failed.restarts, 0);
+    // A start on request answers at once, with the same reason.
+    let started = tokio::time::timeout(Duration::from_secs(5), sup.start_unit("ghost", true))
+        .await
+        .expect("the start answers at once")
+        .expect("start");
+    assert_eq!(started.state, State::Failed);
+    assert!(started.reason.contains("No such file or directory"));
+    // And nothing schedules a restart.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event.kind, EventKind::Restarting { .. }),
+            "a spawn failure backed off: {event:?}"
+        );
+    }
+    assert_eq!(
+        sup.status("ghost").await.expect("status").state,
+        State::Failed
+    );
+}
+
+#[tokio::test]
+async fn an_automatic_restart_goes_from_backoff_straight_to_starting() {
+    let stack = Stack::new("restartpath");
+    stack.write(
+        "flaky",
+        "--exit-after-ms 50 --exit-code 1",
+        "restart:\n  policy: on-failure\n  delay: 100ms\n  max_restarts: 2\n",
+    );
+    let sup = stack.start(None);
+    let mut events = sup.events();
+    let mut path = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !path.ends_with(&[State::Failed]) {
+        let event = tokio::time::timeout_at(end, events.recv())
+            .await
+            .expect("events in time")
+            .expect("event");
+        if event.unit == "flaky"
+            && let EventKind::State { to, .. } = event.kind
+        {
+            path.push(to);
+        }
+    }
+    let after_backoff: Vec<State> = path
+        .windows(2)
+        .filter(|w| w[0] == State::BackOff)
+        .map(|w| w[1])
+        .collect();
+    assert!(!after_backoff.is_empty(), "{path:?}");
+    assert!(
+        after_backoff.iter().all(|s| *s == State::Starting),
+        "back-off is followed by starting, nothing in between: {path:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_jobs_output_ends_once_it_has_ended() {
+    let stack = Stack::new("joboutput");
+    let sup = stack.start(None);
+    let job = sup
+        .run_job(JobSpec::Command(vec![
+            FIXTURE.to_string(),
+            "--tag".to_string(),
+            stack.tag.as_str().to_string(),
+            "--output-lines".to_string(),
+            "3".to_string(),
+            "--exit-after-ms".to_string(),
+            "200".to_string(),
+            "--exit-code".to_string(),
+            "3".to_string(),
+        ]))
+        .await
+        .expect("job");
+    let (mut lines, mut follower) = sup.follow_logs(Some(&job), None).await.expect("follow");
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(zinit_supervisor::logs::Followed::Line(line)) = follower.next().await {
+            lines.push(line);
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the follow ends once the job has ended");
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert!(texts.iter().any(|t| t.ends_with("line 3")), "{texts:?}");
+    let status = sup.status(&job).await.expect("status");
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(
+        status.last_exit,
+        Some(zinit_supervisor::ExitStatus::Exited(3))
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_dependency_is_not_coming_fails_instead_of_waiting() {
+    let stack = Stack::new("jobdeps");
+    let missing = stack.tag.dir().join("doesnotexist");
+    std::fs::write(
+        stack.conf.join("dead.yaml"),
+        format!("exec: {}\n", missing.display()),
+    )
+    .expect("write");
+    std::fs::write(
+        stack.conf.join("needs-dead.yaml"),
+        format!(
+            "{}oneshot: true\nafter: [dead]\n",
+            stack.exec("needs-dead", "")
+        ),
+    )
+    .expect("write");
+    let sup = stack.start(None);
+    until_state(&sup, "dead", State::Failed).await;
+    let job = sup
+        .run_job(JobSpec::Named("needs-dead".to_string()))
+        .await
+        .expect("job");
+    let status = until_state(&sup, &job, State::Failed).await;
+    assert_eq!(status.reason, "cannot run: waiting for dead (failed)");
+    stop_all(&sup).await;
 }

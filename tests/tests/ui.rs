@@ -118,7 +118,10 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
                 "--width 1 --depth 1 --ignore-term all",
                 "shutdown_timeout: 1\n",
             ),
-            ("burst", "--output-lines 30000", ""),
+            // Far more than the server keeps (10,000 lines): a follower
+            // that falls behind catches up from the kept lines, so only a
+            // burst past them makes lines go missing.
+            ("burst", "--output-lines 200000", ""),
         ],
     );
     let mut server = Server::start(&tag, &conf, &[]).await;
@@ -216,7 +219,7 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
             .is_some_and(|s| s.starts_with("following chatty")),
         "the log pane follows chatty"
     );
-    // A burst of 30,000 lines: the follower falls behind and the page says
+    // A burst of 200,000 lines: the follower falls behind and the page says
     // how many lines it missed.
     browser.click("#units tr[data-unit=\"burst\"] button[data-action=\"logs\"]");
     browser.wait(

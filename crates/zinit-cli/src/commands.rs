@@ -1,17 +1,28 @@
 //! One function per command: call the server, print the answer.
 
 use crate::output::{self, print_json, unit_json};
-use crate::{Cli, Command, Failure, JobCommand, code};
+use crate::{Cli, Command, Failure, code};
 use serde_json::json;
-use tonic::Request;
+use zinit_client::{Client, Target};
 use zinit_proto::v1 as pb;
 
+/// Where the command line says the server is.
+fn target(cli: &Cli) -> Target {
+    match (&cli.tcp, &cli.token_file) {
+        (Some(addr), Some(token_file)) => Target::Tcp {
+            addr: *addr,
+            token_file: token_file.clone(),
+        },
+        _ => Target::Unix(zinit_client::socket_path(cli.socket.as_deref())),
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
-    let socket = zinit_client::socket_path(cli.socket.as_deref());
-    let mut client = zinit_client::connect(&socket).await?;
+    let target = target(&cli);
+    let mut client = zinit_client::connect_to(&target).await?;
     let json = cli.json;
     match cli.command {
-        Command::List => {
+        Command::List | Command::Status { name: None } => {
             let units = client
                 .list_units(pb::ListUnitsRequest {})
                 .await?
@@ -19,7 +30,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .units;
             output::print_units("units", &units, json);
         }
-        Command::Status { name } => {
+        Command::Status { name: Some(name) } => {
             let unit = client
                 .get_unit(pb::GetUnitRequest { name })
                 .await?
@@ -35,17 +46,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner()
                 .unit
                 .unwrap_or_default();
-            if !print_started(&unit, json) {
-                return Ok(code::ERROR);
-            }
+            return started(&unit, !no_wait, json);
         }
-        Command::Stop { name } => {
-            let answer = client
-                .stop_unit(pb::StopUnitRequest { name })
-                .await?
-                .into_inner();
-            print_stop(&answer, json);
-        }
+        Command::Stop { name } => return crate::stopping::stop(&mut client, name, json).await,
         Command::Restart { name } => {
             let unit = client
                 .restart_unit(pb::RestartUnitRequest { name })
@@ -53,58 +56,23 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .into_inner()
                 .unit
                 .unwrap_or_default();
-            if !print_started(&unit, json) {
-                return Ok(code::ERROR);
-            }
+            return started(&unit, true, json);
         }
-        Command::Add { file } => {
-            let content = std::fs::read_to_string(&file).map_err(|e| {
-                Failure::new(code::ERROR, format!("cannot read {}: {e}", file.display()))
-            })?;
-            let file_name = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| {
-                    Failure::new(code::USAGE, format!("{} is not a file", file.display()))
-                })?
-                .to_string();
-            let source_path = std::path::absolute(&file)
-                .unwrap_or(file.clone())
-                .display()
-                .to_string();
-            let name = client
-                .add_service(pb::AddServiceRequest {
-                    file_name,
-                    content,
-                    source_path,
-                })
-                .await?
-                .into_inner()
-                .name;
-            if json {
-                print_json(&json!({ "name": name }));
-            } else {
-                println!("added {name}");
-            }
-        }
-        Command::Remove { name } => {
-            client
-                .remove_service(pb::RemoveServiceRequest { name: name.clone() })
-                .await?;
-            if json {
-                print_json(&json!({ "removed": name }));
-            } else {
-                println!("removed {name}");
-            }
-        }
+        Command::Add { file } => return add(&mut client, &file, json).await,
+        Command::Remove { name } => return crate::stopping::remove(&mut client, name, json).await,
         Command::Reload => {
             let r = client.reload(pb::ReloadRequest {}).await?.into_inner();
             if json {
-                print_json(
-                    &json!({ "added": r.added, "removed": r.removed, "changed": r.changed, "unchanged": r.unchanged }),
-                );
+                print_json(&json!({
+                    "added": r.added,
+                    "removed": r.removed,
+                    "changed": r.changed,
+                    "unchanged": r.unchanged,
+                    "warnings": r.warnings,
+                }));
             } else {
-                println!(
+                warn(&r.warnings);
+                outln!(
                     "reloaded: {} added, {} removed, {} changed, {} unchanged",
                     r.added.len(),
                     r.removed.len(),
@@ -117,7 +85,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     ("changed", &r.changed),
                 ] {
                     if !names.is_empty() {
-                        println!("  {what}: {}", names.join(", "));
+                        outln!("  {what}: {}", names.join(", "));
                     }
                 }
             }
@@ -135,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             if json {
                 print_json(&json!({ "pids": pids }));
             } else {
-                println!(
+                outln!(
                     "signalled {}",
                     pids.iter()
                         .map(u32::to_string)
@@ -151,7 +119,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let request = pb::StreamLogsRequest {
                 name: name.unwrap_or_default(),
-                last: lines.unwrap_or(0),
+                // Unset: every kept line; `-n 0`: none, as `tail -n 0`.
+                last: lines,
                 follow,
             };
             let mut stream = client.stream_logs(request).await?.into_inner();
@@ -160,8 +129,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     Ok(Some(line)) => print_log(&line, json),
                     Ok(None) => break,
                     Err(status) if follow => {
-                        eprintln!("zinit: the log stream was cut: {}", status.message());
-                        return Ok(code::STREAM_CUT);
+                        return Err(Failure::new(
+                            code::STREAM_CUT,
+                            format!("the log stream was cut: {}", status.message()),
+                        ));
                     }
                     Err(status) => return Err(status.into()),
                 }
@@ -177,13 +148,15 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     Ok(Some(event)) => print_event(&event, json),
                     Ok(None) => return Ok(code::OK),
                     Err(status) => {
-                        eprintln!("zinit: the event stream was cut: {}", status.message());
-                        return Ok(code::STREAM_CUT);
+                        return Err(Failure::new(
+                            code::STREAM_CUT,
+                            format!("the event stream was cut: {}", status.message()),
+                        ));
                     }
                 }
             }
         }
-        Command::Job(job) => return run_job(&mut client, job, json).await,
+        Command::Job(job) => return crate::job::run(&mut client, job, json).await,
         Command::Stats { name } => {
             let stats = client
                 .get_stats(pb::GetStatsRequest {
@@ -200,12 +173,15 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 print_json(&json!({ "stats": list }));
             } else {
                 let width = stats.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-                println!(
+                outln!(
                     "{:<width$}  {:>5} {:>7} {:>10}",
-                    "NAME", "PROCS", "CPU%", "MEMORY"
+                    "NAME",
+                    "PROCS",
+                    "CPU%",
+                    "MEMORY"
                 );
                 for s in &stats {
-                    println!(
+                    outln!(
                         "{:<width$}  {:>5} {:>7.1} {:>9.1}M",
                         s.name,
                         s.processes,
@@ -228,7 +204,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 watch,
                 reboot: false,
             };
-            return crate::shutdown::run(client, &socket, request, json).await;
+            return crate::shutdown::run(client, &target, request, json).await;
         }
         Command::Reboot {
             timeout,
@@ -242,7 +218,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 watch: false,
                 reboot: true,
             };
-            return crate::shutdown::run(client, &socket, request, json).await;
+            return crate::shutdown::run(client, &target, request, json).await;
         }
         Command::Info => {
             let info = client
@@ -268,10 +244,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                     },
                 }));
             } else {
-                println!("zinit_server {} (pid {})", info.version, info.pid);
-                println!("  socket:  {}", info.socket);
-                println!("  config:  {}", info.config_dir);
-                println!(
+                outln!("zinit_server {} (pid {})", info.version, info.pid);
+                outln!("  socket:  {}", info.socket);
+                outln!("  config:  {}", info.config_dir);
+                outln!(
                     "  cgroups: {}",
                     if info.cgroups {
                         "yes"
@@ -303,71 +279,91 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     Ok(code::OK)
 }
 
-/// Prints a unit after a start or restart; false when it failed.
-fn print_started(unit: &pb::Unit, json: bool) -> bool {
+/// Warnings of the server's answer, on stderr.
+fn warn(warnings: &[String]) {
+    for warning in warnings {
+        output::write_err_line(&format!("zinit: warning: {warning}"));
+    }
+}
+
+/// Shows a unit after a start or restart. Failed (or, when the start
+/// waited, blocked on a dependency that is not coming) is an error.
+fn started(unit: &pb::Unit, waited: bool, json: bool) -> Result<u8, Failure> {
     if json {
         print_json(&unit_json(unit));
-    } else {
-        println!(
-            "{}: {} ({})",
-            unit.name,
-            output::state_name(unit.state),
-            unit.reason
-        );
     }
-    unit.state != pb::UnitState::Failed as i32
+    let failed = unit.state == pb::UnitState::Failed as i32;
+    let blocked = waited && unit.state == pb::UnitState::Blocked as i32;
+    if failed || blocked {
+        return Err(Failure::new(
+            code::ERROR,
+            format!(
+                "{} {}: {}",
+                unit.name,
+                if failed { "failed" } else { "cannot start" },
+                unit.reason
+            ),
+        ));
+    }
+    if !json {
+        outln!("{}", output::started_line(unit));
+    }
+    Ok(code::OK)
 }
 
-fn print_stop(answer: &pb::StopUnitResponse, json: bool) {
-    let unit = answer.unit.clone().unwrap_or_default();
+/// `zinit add FILE`: the file is added whatever happens next; a service
+/// that cannot start is an error that says so.
+async fn add(client: &mut Client, file: &std::path::Path, json: bool) -> Result<u8, Failure> {
+    let content = std::fs::read_to_string(file)
+        .map_err(|e| Failure::new(code::ERROR, format!("cannot read {}: {e}", file.display())))?;
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Failure::new(code::USAGE, format!("{} is not a file", file.display())))?
+        .to_string();
+    let source_path = std::path::absolute(file)
+        .unwrap_or(file.to_path_buf())
+        .display()
+        .to_string();
+    let added = client
+        .add_service(pb::AddServiceRequest {
+            file_name,
+            content,
+            source_path,
+        })
+        .await?
+        .into_inner();
+    let unit = added.unit.clone().unwrap_or_default();
+    let name = &added.name;
     if json {
-        print_json(&json!({
-            "unit": unit_json(&unit),
-            "outcome": output::outcome_name(answer.outcome),
-            "duration": output::seconds(answer.duration.as_ref()),
-            "processes_exited": answer.processes_exited,
-            "processes_killed": answer.processes_killed,
-            "leftovers": answer.leftovers.iter().map(|l| json!({"pid": l.pid, "name": l.name, "reason": l.reason})).collect::<Vec<_>>(),
-            "running_dependents": answer.running_dependents,
-        }));
-        return;
+        print_json(&json!({ "name": name, "unit": unit_json(&unit), "warnings": added.warnings }));
+    } else {
+        warn(&added.warnings);
     }
-    match pb::StopOutcome::try_from(answer.outcome).unwrap_or(pb::StopOutcome::Unspecified) {
-        pb::StopOutcome::NothingRunning => println!("{}: stopped (nothing was running)", unit.name),
-        outcome => println!(
-            "{}: stopped {} in {:.2}s ({} processes exited, {} killed)",
-            unit.name,
-            match outcome {
-                pb::StopOutcome::Graceful => "gracefully",
-                pb::StopOutcome::Killed => "by force at its timeout",
-                _ => "incompletely",
-            },
-            output::seconds(answer.duration.as_ref()),
-            answer.processes_exited,
-            answer.processes_killed
-        ),
+    if unit.state == pb::UnitState::Failed as i32 {
+        return Err(Failure::new(
+            code::ERROR,
+            format!(
+                "{name} was added (its file stays in the config directory) but could not start: {}",
+                unit.reason
+            ),
+        ));
     }
-    for left in &answer.leftovers {
-        println!("  left: pid {} ({}): {}", left.pid, left.name, left.reason);
+    if !json {
+        outln!("added {}", output::started_line(&unit));
     }
-    if !answer.running_dependents.is_empty() {
-        println!(
-            "note: {} depend(s) on {} and keep(s) running",
-            answer.running_dependents.join(", "),
-            unit.name
-        );
-    }
+    Ok(code::OK)
 }
 
-fn print_log(line: &pb::StreamLogsResponse, json: bool) {
+pub fn print_log(line: &pb::StreamLogsResponse, json: bool) {
     if line.missed > 0 {
         if json {
             print_json(&json!({ "missed": line.missed }));
         } else {
-            eprintln!(
+            output::write_err_line(&format!(
                 "zinit: {} lines missed (the reader fell behind)",
                 line.missed
-            );
+            ));
         }
         return;
     }
@@ -388,7 +384,7 @@ fn print_log(line: &pb::StreamLogsResponse, json: bool) {
         let time = output::time(line.time.as_ref())
             .map(|t| humantime::format_rfc3339_millis(t).to_string())
             .unwrap_or_default();
-        println!("{time} {} {}", line.unit, line.text);
+        outln!("{time} {} {}", line.unit, line.text);
     }
 }
 
@@ -431,80 +427,11 @@ fn print_event(event: &pb::StreamEventsResponse, json: bool) {
         }
         print_json(&value);
     } else {
-        println!("{} {} {}", time.as_str().unwrap_or(""), event.unit, text);
+        outln!("{} {} {}", time.as_str().unwrap_or(""), event.unit, text);
     }
 }
 
-async fn run_job(
-    client: &mut zinit_proto::v1::control_client::ControlClient<tonic::transport::Channel>,
-    job: JobCommand,
-    json: bool,
-) -> Result<u8, Failure> {
-    match job {
-        JobCommand::Run { name, command } => {
-            let what = match (name, command.is_empty()) {
-                (Some(name), true) => pb::run_job_request::What::Service(name),
-                (None, false) => {
-                    pb::run_job_request::What::Command(pb::CommandLine { argv: command })
-                }
-                _ => {
-                    return Err(Failure::new(
-                        code::USAGE,
-                        "give either a service file name (job run NAME) or a command (job run -- CMD ARGS)",
-                    ));
-                }
-            };
-            let name = client
-                .run_job(Request::new(pb::RunJobRequest { what: Some(what) }))
-                .await?
-                .into_inner()
-                .name;
-            if json {
-                print_json(&json!({ "name": name }));
-            } else {
-                println!("{name}");
-            }
-        }
-        JobCommand::List => {
-            let jobs = client
-                .list_jobs(pb::ListJobsRequest {})
-                .await?
-                .into_inner()
-                .jobs;
-            output::print_units("jobs", &jobs, json);
-        }
-        JobCommand::Status { name } => {
-            let job = client
-                .get_job(pb::GetJobRequest { name })
-                .await?
-                .into_inner()
-                .job
-                .unwrap_or_default();
-            output::print_unit(&job, json);
-        }
-        JobCommand::Cancel { name } => {
-            let answer = client
-                .cancel_job(pb::CancelJobRequest { name })
-                .await?
-                .into_inner();
-            let job = answer.job.unwrap_or_default();
-            if json {
-                print_json(
-                    &json!({ "job": unit_json(&job), "outcome": output::outcome_name(answer.outcome) }),
-                );
-            } else {
-                println!(
-                    "{}: {} ({})",
-                    job.name,
-                    output::state_name(job.state),
-                    output::outcome_name(answer.outcome)
-                );
-            }
-        }
-    }
-    Ok(code::OK)
-}
-
+/// `a, b` or `none`.
 fn list_or_none(names: &[String]) -> String {
     if names.is_empty() {
         "none".to_string()

@@ -1,14 +1,30 @@
 //! `zinit`: the command line client. It speaks gRPC to `zinit_server` over
-//! its unix socket and nothing else.
+//! its unix socket (or its loopback TCP listener with a token) and nothing
+//! else.
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 no server, 5 permission
 //! denied, 6 shutdown finished but not clean, 7 stream cut (outcome unknown).
+//! `job run` exits with the job's status instead. Under `--json`, errors are
+//! one JSON object on stderr (`{"error": ..., "code": ...}`), with the same
+//! codes. A closed stdout (`zinit logs X | head -1`) ends it quietly with 0.
+
+/// Prints a line on stdout (see `output::write_line`: a closed pipe ends
+/// the program quietly).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
 
 mod commands;
+mod job;
 mod output;
+mod progress;
 mod shutdown;
+mod stopping;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,9 +38,24 @@ use std::process::ExitCode;
 pub struct Cli {
     /// The server's socket (default: $ZINIT_SOCKET, /run/zinit.sock as root,
     /// $XDG_RUNTIME_DIR/zinit.sock, or /tmp/zinit-$UID.sock).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Print JSON: one document per command, one object per line for streams.
+    /// Reach the server on its loopback TCP listener instead (needs
+    /// --token-file).
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        requires = "token_file",
+        conflicts_with = "socket"
+    )]
+    tcp: Option<SocketAddr>,
+    /// The file holding the TCP listener's token (mode 0600, at least 16
+    /// bytes), sent as `authorization: Bearer TOKEN`.
+    #[arg(long, global = true, value_name = "FILE", requires = "tcp")]
+    token_file: Option<PathBuf>,
+    /// Print JSON: one document per command, one object per line for
+    /// streams; errors as one object on stderr.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -35,21 +66,22 @@ pub struct Cli {
 pub enum Command {
     /// List every service (and invalid file) and job.
     List,
-    /// Show one service or job.
-    Status { name: String },
+    /// Show one service or job in detail; without NAME, every unit (as list).
+    Status { name: Option<String> },
     /// Start a service; waits until it runs (or fails) unless --no-wait.
     Start {
         name: String,
+        /// Return at once, without waiting until it runs or fails.
         #[arg(long)]
         no_wait: bool,
     },
-    /// Stop a service (its dependents keep running) or a job.
+    /// Stop a service (its dependents keep running) or a job, with live progress.
     Stop { name: String },
-    /// Stop (if running) and start a service.
+    /// Stop (if running) and start a service; waits until it runs or fails.
     Restart { name: String },
     /// Validate a service file, copy it into the config directory and start it.
     Add { file: PathBuf },
-    /// Stop a service and delete its file.
+    /// Stop a service (with live progress) and delete its file.
     Remove { name: String },
     /// Re-read the config directory (all or nothing).
     Reload,
@@ -63,10 +95,11 @@ pub enum Command {
     /// Show output; -f follows it.
     Logs {
         name: Option<String>,
+        /// Keep following: print new lines as they come.
         #[arg(short, long)]
         follow: bool,
-        /// Only the last N lines.
-        #[arg(short = 'n', long)]
+        /// Only the last N kept lines (0: none, so -f -n 0 shows only new ones).
+        #[arg(short = 'n', long, value_name = "N")]
         lines: Option<u32>,
     },
     /// Stream events (state changes, restarts, job results).
@@ -74,7 +107,7 @@ pub enum Command {
     /// Jobs: run, list, status, cancel.
     #[command(subcommand)]
     Job(JobCommand),
-    /// CPU and memory per running unit.
+    /// CPU (over a quarter of a second) and memory per running unit.
     Stats { name: Option<String> },
     /// Shut everything down and end the server, with live progress.
     Shutdown {
@@ -114,10 +147,14 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Run a service file from the config directory (`job run NAME`) or a
-    /// command (`job run -- CMD ARGS`) once.
+    /// command (`job run -- CMD ARGS`, run as it is, no shell) once; waits,
+    /// showing its output, and exits with its exit status (128+N for a signal).
     Run {
         /// The service file's name.
         name: Option<String>,
+        /// Print the job's name and return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
         /// The command, after `--`.
         #[arg(last = true)]
         command: Vec<String>,
@@ -126,7 +163,7 @@ pub enum JobCommand {
     List,
     /// Show one job.
     Status { name: String },
-    /// Stop a running job.
+    /// Stop a running job, with live progress.
     Cancel { name: String },
 }
 
@@ -174,20 +211,63 @@ impl From<tonic::Status> for Failure {
 
 impl From<zinit_client::ConnectError> for Failure {
     fn from(error: zinit_client::ConnectError) -> Self {
+        use zinit_client::ConnectError as E;
         let code = match error {
-            zinit_client::ConnectError::NoServer(_) => code::NO_SERVER,
-            zinit_client::ConnectError::PermissionDenied(_)
-            | zinit_client::ConnectError::UntrustedServer { .. } => code::PERMISSION,
-            zinit_client::ConnectError::Other { .. } => code::NO_SERVER,
+            E::NoServer(_) | E::NoTcpServer(_) | E::Tcp { .. } => code::NO_SERVER,
+            E::PermissionDenied(_) | E::UntrustedServer { .. } | E::UntrustedListener { .. } => {
+                code::PERMISSION
+            }
+            E::Other { .. } => code::NO_SERVER,
+            E::NotLoopback(_) => code::USAGE,
+            E::Token(_) => code::ERROR,
         };
         Self::new(code, error.to_string())
     }
 }
 
+/// Says what failed on stderr (one JSON object under `--json`) and returns
+/// its code.
+fn report(failure: Failure, json: bool) -> ExitCode {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"error": failure.message, "code": failure.code})
+        );
+    } else {
+        eprintln!("zinit: {}", failure.message);
+    }
+    ExitCode::from(failure.code)
+}
+
+/// Whether `--json` is among the arguments (before `--`), for errors found
+/// before the arguments are parsed.
+fn json_requested() -> bool {
+    std::env::args()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let shown = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if shown || !json_requested() {
+                e.exit();
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            return report(Failure::new(code::USAGE, message), true);
+        }
+    };
+    let json = cli.json;
     if let Command::Completions { shell } = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "zinit", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "zinit", &mut script);
+        output::write_raw(&script);
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -195,16 +275,10 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("zinit: {e}");
-            return ExitCode::from(code::ERROR);
-        }
+        Err(e) => return report(Failure::new(code::ERROR, e.to_string()), json),
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
-        Err(failure) => {
-            eprintln!("zinit: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
+        Err(failure) => report(failure, json),
     }
 }

@@ -1,9 +1,58 @@
 //! Rendering: human tables, and JSON with snake_case fields, durations in
-//! seconds (float) and RFC 3339 timestamps.
+//! seconds (float) and RFC 3339 timestamps. Everything goes to stdout
+//! through `write_line`: a reader that went away (`zinit logs X | head -1`)
+//! ends the program quietly with 0, as it ends `cat`.
 
 use serde_json::{Value, json};
+use std::io::{ErrorKind, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zinit_proto::v1 as pb;
+
+/// Ends the program after a failed write to stdout: quietly with 0 when the
+/// reader has gone (a closed pipe), else with an error.
+fn write_failed(error: &std::io::Error) -> ! {
+    if error.kind() == ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("zinit: cannot write to stdout: {error}");
+    std::process::exit(1);
+}
+
+/// Writes one line to stdout (use `outln!`).
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let written = {
+        let mut out = std::io::stdout().lock();
+        out.write_fmt(args)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+    };
+    if let Err(e) = written {
+        write_failed(&e);
+    }
+}
+
+/// Writes bytes to stdout as they are.
+pub fn write_raw(bytes: &[u8]) {
+    let written = {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|()| out.flush())
+    };
+    if let Err(e) = written {
+        write_failed(&e);
+    }
+}
+
+/// Writes one line to stderr, ignoring a closed stderr.
+pub fn write_err_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
+/// `1 process`, `2 processes`.
+pub fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
 
 pub fn seconds(d: Option<&prost_types::Duration>) -> f64 {
     d.map_or(0.0, |d| d.seconds as f64 + d.nanos as f64 / 1e9)
@@ -83,7 +132,7 @@ pub fn unit_json(unit: &pb::Unit) -> Value {
 }
 
 pub fn print_json(value: &Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 fn ago(t: Option<&prost_types::Timestamp>) -> String {
@@ -101,9 +150,13 @@ fn ago(t: Option<&prost_types::Timestamp>) -> String {
 /// A table of units: name, state, pid, since, restarts, reason.
 pub fn unit_table(units: &[pb::Unit]) {
     let width = units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    outln!(
         "{:<width$}  {:<9} {:>7} {:>7} {:>8}  REASON",
-        "NAME", "STATE", "PID", "SINCE", "RESTARTS"
+        "NAME",
+        "STATE",
+        "PID",
+        "SINCE",
+        "RESTARTS"
     );
     for unit in units {
         let pid = if unit.pid == 0 {
@@ -116,7 +169,7 @@ pub fn unit_table(units: &[pb::Unit]) {
         } else {
             unit.config_errors.first().cloned().unwrap_or_default()
         };
-        println!(
+        outln!(
             "{:<width$}  {:<9} {:>7} {:>7} {:>8}  {}",
             unit.name,
             state_name(unit.state),
@@ -135,13 +188,13 @@ pub fn unit_detail(unit: &pb::Unit) {
     } else {
         "service"
     };
-    println!("{}: {kind}, {}", unit.name, state_name(unit.state));
-    println!("  reason:    {}", unit.reason);
-    println!("  since:     {} ago", ago(unit.since.as_ref()));
+    outln!("{}: {kind}, {}", unit.name, state_name(unit.state));
+    outln!("  reason:    {}", unit.reason);
+    outln!("  since:     {} ago", ago(unit.since.as_ref()));
     if unit.pid != 0 {
-        println!("  pid:       {}", unit.pid);
+        outln!("  pid:       {}", unit.pid);
     }
-    println!(
+    outln!(
         "  processes: {}",
         if unit.processes_alive {
             "alive"
@@ -149,22 +202,37 @@ pub fn unit_detail(unit: &pb::Unit) {
             "none"
         }
     );
-    println!("  last exit: {}", exit_text(unit.last_exit.as_ref()));
-    println!("  restarts:  {}", unit.restarts);
+    outln!("  last exit: {}", exit_text(unit.last_exit.as_ref()));
+    outln!("  restarts:  {}", unit.restarts);
     if !unit.command.is_empty() {
-        println!("  command:   {}", unit.command.join(" "));
+        outln!("  command:   {}", unit.command.join(" "));
     }
     if !unit.after.is_empty() {
-        println!("  after:     {}", unit.after.join(", "));
+        outln!("  after:     {}", unit.after.join(", "));
     }
     if !unit.waiting_for.is_empty() {
-        println!("  waiting:   {}", unit.waiting_for.join(", "));
+        outln!("  waiting:   {}", unit.waiting_for.join(", "));
     }
     if unit.oneshot {
-        println!("  oneshot:   yes");
+        outln!("  oneshot:   yes");
     }
     for error in &unit.config_errors {
-        println!("  error:     {error}");
+        outln!("  error:     {error}");
+    }
+}
+
+/// The line after a start or restart: `web: running (pid 42)`, or the
+/// state and its reason.
+pub fn started_line(unit: &pb::Unit) -> String {
+    let state = state_name(unit.state);
+    let live =
+        unit.state == pb::UnitState::Running as i32 || unit.state == pb::UnitState::Starting as i32;
+    if live && unit.pid != 0 {
+        format!("{}: {state} (pid {})", unit.name, unit.pid)
+    } else if unit.reason.is_empty() {
+        format!("{}: {state}", unit.name)
+    } else {
+        format!("{}: {state}: {}", unit.name, unit.reason)
     }
 }
 

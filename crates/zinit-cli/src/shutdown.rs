@@ -1,15 +1,14 @@
 //! `zinit shutdown` (and `zinit reboot`, and `zinit shutdown --watch`):
-//! streams the shutdown's progress, then waits until the server process has
-//! really exited before it says "stopped".
+//! streams the shutdown's progress (see `progress`), then waits until the
+//! server process has really exited before it says "stopped".
 
-use crate::output::{self, print_json};
+use crate::output::print_json;
+use crate::progress::View;
 use crate::{Failure, code};
-use serde_json::{Value, json};
-use std::io::IsTerminal;
+use serde_json::json;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use zinit_client::{Client, Target};
 use zinit_proto::v1 as pb;
-use zinit_proto::v1::control_client::ControlClient;
 use zinit_proto::v1::shutdown_event::Kind;
 
 /// `10s`, `500ms`, or a bare number of seconds.
@@ -44,9 +43,15 @@ pub struct Request {
     pub reboot: bool,
 }
 
+/// Whether a summary counts as clean: nothing was left (a verification
+/// that could not finish saw nothing left either).
+fn clean(summary: &pb::ShutdownSummary) -> bool {
+    summary.clean || (summary.leftovers.is_empty() && !summary.unverified.is_empty())
+}
+
 pub async fn run(
-    mut client: ControlClient<Channel>,
-    socket: &std::path::Path,
+    mut client: Client,
+    target: &Target,
     request: Request,
     json: bool,
 ) -> Result<u8, Failure> {
@@ -80,51 +85,46 @@ pub async fn run(
     };
     let mut stream = client.shutdown(request).await?.into_inner();
     let mut summary = None;
-    let mut live = (!json && std::io::stdout().is_terminal()).then(Live::new);
+    let mut view = View::new(json, 0);
+    let mut cut = None;
     loop {
         match stream.message().await {
             Ok(Some(response)) => {
                 let Some(event) = response.event else {
                     continue;
                 };
-                if json {
-                    print_json(&event_json(&event));
-                } else if let Some(live) = live.as_mut() {
-                    live.show(&event);
-                } else {
-                    for line in event_lines(&event) {
-                        println!("{line}");
-                    }
-                }
+                view.show(&event);
                 if let Some(Kind::Summary(s)) = event.kind {
                     summary = Some(s);
                 }
             }
             Ok(None) => break,
             Err(status) => {
-                if summary.is_none() {
-                    eprintln!("zinit: the shutdown stream was cut: {}", status.message());
-                }
+                cut = Some(status);
                 break;
             }
         }
     }
-    if let Some(live) = live.take() {
-        live.finish();
-    }
+    view.finish();
     if dry_run {
         return Ok(code::OK);
     }
     let Some(summary) = summary else {
-        eprintln!("zinit: the server closed the stream before the summary; the outcome is unknown");
-        return Ok(code::STREAM_CUT);
+        let why = cut.map_or_else(
+            || "the server closed the stream".to_string(),
+            |status| format!("the shutdown stream was cut ({})", status.message()),
+        );
+        return Err(Failure::new(
+            code::STREAM_CUT,
+            format!("{why} before the summary; the outcome is unknown"),
+        ));
     };
     // Let go of the connection, so the server's drain does not wait for us.
     drop(stream);
     drop(client);
     let gone = wait_for_exit(
         pid_visible.then_some(info.pid),
-        socket,
+        target,
         Duration::from_secs(10),
     )
     .await;
@@ -134,15 +134,15 @@ pub async fn run(
             &json!({"kind": "server_exited", "pid": info.pid, "exited": gone, "elapsed": elapsed.as_secs_f64()}),
         );
     } else if gone {
-        println!(
+        outln!(
             "stopped: zinit_server (pid {}) exited {:.2}s after the request",
             info.pid,
             elapsed.as_secs_f64()
         );
     } else {
-        println!("zinit_server (pid {}) has not exited yet", info.pid);
+        outln!("zinit_server (pid {}) has not exited yet", info.pid);
     }
-    Ok(if summary.clean {
+    Ok(if clean(&summary) {
         code::OK
     } else {
         code::NOT_CLEAN
@@ -150,18 +150,22 @@ pub async fn run(
 }
 
 /// Waits (bounded) until the server process is gone: by its pid when we
-/// share its PID namespace, else until its socket is gone and refuses.
-async fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Duration) -> bool {
+/// share its PID namespace, else until its socket (or TCP listener) is gone
+/// and refuses.
+async fn wait_for_exit(pid: Option<u32>, target: &Target, bound: Duration) -> bool {
     let end = Instant::now() + bound;
     loop {
-        let alive = match pid {
-            Some(pid) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        let alive = match (pid, target) {
+            (Some(pid), _) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|s| {
                     !s.rsplit_once(')')
                         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
                 })
                 .unwrap_or(false),
-            None => socket.exists() || std::os::unix::net::UnixStream::connect(socket).is_ok(),
+            (None, Target::Unix(socket)) => {
+                socket.exists() || std::os::unix::net::UnixStream::connect(socket).is_ok()
+            }
+            (None, Target::Tcp { addr, .. }) => std::net::TcpStream::connect(addr).is_ok(),
         };
         if !alive {
             return true;
@@ -175,228 +179,24 @@ async fn wait_for_exit(pid: Option<u32>, socket: &std::path::Path, bound: Durati
     }
 }
 
-fn secs(d: &Option<prost_types::Duration>) -> f64 {
-    output::seconds(d.as_ref())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn leftovers_json(list: &[pb::Leftover]) -> Value {
-    list.iter()
-        .map(|l| json!({"pid": l.pid, "name": l.name, "reason": l.reason}))
-        .collect()
-}
-
-pub fn event_json(event: &pb::ShutdownEvent) -> Value {
-    let at = secs(&event.at);
-    let (kind, body) = match &event.kind {
-        Some(Kind::Plan(p)) => (
-            "plan",
-            json!({
-                "units": p.units.iter().map(|u| json!({"name": u.name, "waits_for": u.waits_for, "budget": secs(&u.budget), "signal": u.signal, "mode": u.mode})).collect::<Vec<_>>(),
-                "deadline": secs(&p.deadline),
-                "sweep": p.sweep.iter().map(|t| json!({"pid": t.pid, "name": t.name, "reason": t.reason})).collect::<Vec<_>>(),
-                "dry_run": p.dry_run,
-            }),
-        ),
-        Some(Kind::UnitStopping(u)) => (
-            "unit_stopping",
-            json!({"unit": u.name, "signal": u.signal, "mode": u.mode, "budget": secs(&u.budget)}),
-        ),
-        Some(Kind::SignalSent(s)) => (
-            "signal_sent",
-            json!({"unit": s.unit, "pid": s.pid, "depth": s.depth, "signal": s.signal, "name": s.name}),
-        ),
-        Some(Kind::UnitStopped(u)) => (
-            "unit_stopped",
-            json!({"unit": u.name, "duration": secs(&u.duration), "outcome": output::outcome_name(u.outcome), "exit_status": output::exit_json(u.exit_status.as_ref()), "processes_exited": u.processes_exited, "processes_killed": u.processes_killed}),
-        ),
-        Some(Kind::StillWaiting(w)) => (
-            "still_waiting",
-            json!({"blockers": w.blockers.iter().map(|b| json!({"unit": b.unit, "pid": b.pid, "name": b.name, "waiting": secs(&b.waiting), "budget": secs(&b.budget)})).collect::<Vec<_>>()}),
-        ),
-        Some(Kind::ProcessSwept(p)) => (
-            "process_swept",
-            json!({"pid": p.pid, "name": p.name, "reason": p.reason, "signal": p.signal}),
-        ),
-        Some(Kind::Verification(v)) => (
-            "verification",
-            json!({"clean": v.clean, "leftovers": leftovers_json(&v.leftovers)}),
-        ),
-        Some(Kind::Summary(s)) => (
-            "summary",
-            json!({"duration": secs(&s.duration), "units_graceful": s.units_graceful, "units_killed": s.units_killed, "processes_graceful": s.processes_graceful, "processes_killed": s.processes_killed, "processes_swept": s.processes_swept, "leftovers": leftovers_json(&s.leftovers), "deadline_hit": s.deadline_hit, "clean": s.clean}),
-        ),
-        None => ("unknown", json!({})),
-    };
-    let mut value = json!({"at": at, "kind": kind});
-    if let (Some(map), Some(extra)) = (value.as_object_mut(), body.as_object()) {
-        map.extend(extra.clone());
-    }
-    value
-}
-
-/// One plain line per event (signals to non-leaders are folded into counts).
-pub fn event_lines(event: &pb::ShutdownEvent) -> Vec<String> {
-    let mut out = Vec::new();
-    let at = secs(&event.at);
-    match &event.kind {
-        Some(Kind::Plan(p)) => {
-            let title = if p.dry_run {
-                "dry run: would stop"
-            } else {
-                "plan: stopping"
-            };
-            out.push(format!(
-                "{at:6.2}s {title} {} unit(s) within {:.0}s",
-                p.units.len(),
-                secs(&p.deadline)
-            ));
-            for u in &p.units {
-                let after = if u.waits_for.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after {}", u.waits_for.join(", "))
-                };
-                out.push(format!(
-                    "         {:<16} {} {} budget {:.1}s{after}",
-                    u.name,
-                    u.signal,
-                    u.mode,
-                    secs(&u.budget)
-                ));
-            }
-            if p.dry_run {
-                if p.sweep.is_empty() {
-                    out.push("         the sweep would target nothing right now".to_string());
-                }
-                for t in &p.sweep {
-                    out.push(format!(
-                        "         sweep would kill pid {} ({}): {}",
-                        t.pid, t.name, t.reason
-                    ));
-                }
-            }
-        }
-        Some(Kind::UnitStopping(u)) => out.push(format!(
-            "{at:6.2}s {:<16} stopping: {} ({}), budget {:.1}s",
-            u.name,
-            u.signal,
-            u.mode,
-            secs(&u.budget)
-        )),
-        Some(Kind::SignalSent(s)) if s.depth == 0 || s.signal == "SIGKILL" => {
-            let unit = if s.unit.is_empty() { "sweep" } else { &s.unit };
-            out.push(format!(
-                "{at:6.2}s {unit:<16} {} -> pid {} ({}, depth {})",
-                s.signal, s.pid, s.name, s.depth
-            ));
-        }
-        Some(Kind::SignalSent(_)) => {}
-        Some(Kind::UnitStopped(u)) => out.push(format!(
-            "{at:6.2}s {:<16} stopped in {:.2}s: {} ({} exited, {} killed, main {})",
-            u.name,
-            secs(&u.duration),
-            output::outcome_name(u.outcome),
-            u.processes_exited,
-            u.processes_killed,
-            output::exit_text(u.exit_status.as_ref())
-        )),
-        Some(Kind::StillWaiting(w)) => {
-            if let Some(b) = w.blockers.first() {
-                let more = if w.blockers.len() > 1 {
-                    format!(" and {} more", w.blockers.len() - 1)
-                } else {
-                    String::new()
-                };
-                out.push(format!(
-                    "{at:6.2}s {:<16} waiting for pid {} ({}), {:.1}s of {:.1}s{more}",
-                    b.unit,
-                    b.pid,
-                    b.name,
-                    secs(&b.waiting),
-                    secs(&b.budget)
-                ));
-            }
-        }
-        Some(Kind::ProcessSwept(p)) => out.push(format!(
-            "{at:6.2}s sweep            killed pid {} ({}) with {}: {}",
-            p.pid, p.name, p.signal, p.reason
-        )),
-        Some(Kind::Verification(v)) => {
-            if v.clean {
-                out.push(format!("{at:6.2}s verified: no process left"));
-            } else {
-                for l in &v.leftovers {
-                    out.push(format!("{at:6.2}s LEFT: pid {} ({}): {}", l.pid, l.name, l.reason));
-                }
-            }
-        }
-        Some(Kind::Summary(s)) => out.push(format!(
-            "{at:6.2}s summary: {} in {:.2}s; units {} graceful, {} killed; processes {} graceful, {} killed, {} swept, {} left{}",
-            if s.clean { "clean" } else { "NOT clean" },
-            secs(&s.duration),
-            s.units_graceful,
-            s.units_killed,
-            s.processes_graceful,
-            s.processes_killed,
-            s.processes_swept,
-            s.leftovers.len(),
-            if s.deadline_hit {
-                "; the deadline cut in"
-            } else {
-                ""
-            }
-        )),
-        None => {}
-    }
-    out
-}
-
-/// The terminal view: event lines scroll above a bar of units done out of
-/// the plan's, whose message says what is blocking now and for how long.
-struct Live {
-    bar: indicatif::ProgressBar,
-}
-
-impl Live {
-    fn new() -> Self {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed:>4} [{bar:30}] {pos}/{len} units stopped  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        Self { bar }
-    }
-
-    fn show(&mut self, event: &pb::ShutdownEvent) {
-        match &event.kind {
-            Some(Kind::Plan(plan)) => self.bar.set_length(plan.units.len() as u64),
-            Some(Kind::UnitStopped(_)) => self.bar.inc(1),
-            Some(Kind::StillWaiting(w)) => {
-                if let Some(b) = w.blockers.first() {
-                    self.bar.set_message(format!(
-                        "blocking: {} pid {} ({}) {:.1}s of {:.1}s",
-                        b.unit,
-                        b.pid,
-                        b.name,
-                        secs(&b.waiting),
-                        secs(&b.budget)
-                    ));
-                }
-                return;
-            }
-            Some(Kind::Summary(_)) => self.bar.set_message(""),
-            _ => {}
-        }
-        for line in event_lines(event) {
-            self.bar.println(line);
-        }
-    }
-
-    fn finish(self) {
-        self.bar.finish_and_clear();
+    #[test]
+    fn an_unverified_end_with_nothing_left_counts_as_clean() {
+        let unverified = pb::ShutdownSummary {
+            clean: false,
+            unverified: "the scan did not finish".into(),
+            ..Default::default()
+        };
+        assert!(clean(&unverified));
+        let left = pb::ShutdownSummary {
+            clean: false,
+            leftovers: vec![pb::Leftover::default()],
+            unverified: "the scan did not finish".into(),
+            ..Default::default()
+        };
+        assert!(!clean(&left));
     }
 }

@@ -42,6 +42,9 @@ pub enum TokenError {
         /// Its length.
         len: usize,
     },
+    /// The token is not printable ASCII (it goes into a header).
+    #[error("the token in {0} must be printable ASCII")]
+    NotText(PathBuf),
 }
 
 /// A secret token.
@@ -60,6 +63,11 @@ impl Token {
         &self.0
     }
 
+    /// The token as text (it is printable ASCII).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
     /// Whether `given` is this token, in time that does not depend on where
     /// they differ.
     pub fn matches(&self, given: &[u8]) -> bool {
@@ -76,8 +84,9 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Reads a token file: a regular file readable by its owner only (mode &
-/// 0o077 == 0) holding at least 16 bytes after trimming whitespace.
+/// Reads a token file: a regular file (not a link) readable by its owner
+/// only (mode & 0o077 == 0) holding at least 16 bytes of printable ASCII
+/// after trimming whitespace.
 pub fn read_token_file(path: &Path) -> Result<Token, TokenError> {
     let read = |source| TokenError::Read {
         path: path.to_path_buf(),
@@ -111,7 +120,15 @@ pub fn read_token_file(path: &Path) -> Result<Token, TokenError> {
             len: token.len(),
         });
     }
+    if !token.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return Err(TokenError::NotText(path.to_path_buf()));
+    }
     Ok(Token(token))
+}
+
+/// The owner of a token file (read without following a symbolic link).
+pub fn owner(path: &Path) -> Option<u32> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.uid())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! server hands to gRPC reflection.
 
 #![allow(missing_docs, unused_qualifications, missing_debug_implementations)]
+// A stream's oneof of a small progress step and a larger final result.
+#![allow(clippy::large_enum_variant)]
 
 /// Package `zinit.v1`.
 pub mod v1 {

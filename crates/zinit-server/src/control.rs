@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 use zinit_proto::v1 as pb;
 use zinit_proto::v1::control_server::Control;
 use zinit_supervisor::logs::Followed;
-use zinit_supervisor::{JobSpec, Supervisor, UnitKind};
+use zinit_supervisor::stopping::StopProgress;
+use zinit_supervisor::{JobSpec, Supervisor, SupervisorError, UnitKind};
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -67,7 +68,7 @@ const MAX_STREAMS: usize = 64;
 /// all of them together at most `MAX_STREAMS` times that).
 const STREAM_BUFFER: usize = 4;
 /// A client that reads nothing for this long is dropped.
-const STALL: std::time::Duration = std::time::Duration::from_secs(10);
+const STALL: Duration = Duration::from_secs(10);
 
 /// A slot among the open streams, given back when the stream ends.
 struct StreamSlot(Arc<AtomicUsize>);
@@ -107,6 +108,11 @@ impl<T> Sender<T> {
         }
     }
 
+    /// Sends the stream's last message: an item, or the error that ends it.
+    async fn end(&self, last: Result<T, Status>) {
+        let _ = tokio::time::timeout(STALL, self.tx.send(last)).await;
+    }
+
     async fn closed(&self) {
         self.tx.closed().await;
     }
@@ -132,6 +138,55 @@ impl ControlService {
         };
         produce(sender, self.closing.clone());
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Streams a watched stop: `work` gets the progress sender and does the
+    /// stop; each step goes out as it comes (wrapped by `step`), then the
+    /// result (wrapped by `result`), or the error as the stream's status.
+    fn watched_stop<T, R, W>(
+        &self,
+        unit: String,
+        work: impl FnOnce(mpsc::UnboundedSender<StopProgress>) -> W,
+        step: fn(pb::StopProgress) -> T,
+        result: fn(R) -> T,
+    ) -> Result<Streamed<T>, Status>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        W: Future<Output = Result<R, SupervisorError>> + Send + 'static,
+    {
+        let (progress_tx, mut progress) = mpsc::unbounded_channel::<StopProgress>();
+        let work = work(progress_tx);
+        self.stream(move |tx, _| {
+            tokio::spawn(async move {
+                let mut work = tokio::spawn(work);
+                let mut budget = Duration::ZERO;
+                let mut open = true;
+                let done = loop {
+                    tokio::select! {
+                        next = progress.recv(), if open => match next {
+                            Some(p) => {
+                                let p = convert::stop_progress(&unit, p, &mut budget);
+                                let _ = tx.send(step(p)).await;
+                            }
+                            None => open = false,
+                        },
+                        done = &mut work => break done.unwrap_or(Err(SupervisorError::Gone)),
+                    }
+                };
+                // The stop's last steps come before its result.
+                while open {
+                    match tokio::time::timeout(Duration::from_secs(1), progress.recv()).await {
+                        Ok(Some(p)) => {
+                            let p = convert::stop_progress(&unit, p, &mut budget);
+                            let _ = tx.send(step(p)).await;
+                        }
+                        _ => open = false,
+                    }
+                }
+                tx.end(done.map(result).map_err(convert::status)).await;
+            })
+        })
     }
 }
 
@@ -204,6 +259,33 @@ impl Control for ControlService {
         )))
     }
 
+    type StopUnitStreamStream = Streamed<pb::StopUnitStreamResponse>;
+
+    async fn stop_unit_stream(
+        &self,
+        request: Request<pb::StopUnitRequest>,
+    ) -> Result<Response<Self::StopUnitStreamStream>, Status> {
+        use pb::stop_unit_stream_response::Kind;
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let sup = self.sup.clone();
+        let unit = name.clone();
+        Ok(Response::new(self.watched_stop(
+            name,
+            move |progress| async move { sup.stop_unit_watched(&unit, progress).await },
+            |p| pb::StopUnitStreamResponse {
+                kind: Some(Kind::Progress(p)),
+            },
+            |r| pb::StopUnitStreamResponse {
+                kind: Some(Kind::Result(convert::stop_response(
+                    r.status,
+                    r.report,
+                    r.running_dependents,
+                ))),
+            },
+        )?))
+    }
+
     async fn restart_unit(
         &self,
         request: Request<pb::RestartUnitRequest>,
@@ -241,12 +323,16 @@ impl Control for ControlService {
         } else {
             PathBuf::from(&request.source_path)
         };
-        let name = self
+        let added = self
             .sup
             .add_text(&source, &request.file_name, &request.content)
             .await
             .map_err(convert::status)?;
-        Ok(Response::new(pb::AddServiceResponse { name }))
+        Ok(Response::new(pb::AddServiceResponse {
+            name: added.name,
+            unit: Some(convert::unit(added.status)),
+            warnings: added.warnings,
+        }))
     }
 
     async fn remove_service(
@@ -255,8 +341,34 @@ impl Control for ControlService {
     ) -> Result<Response<pb::RemoveServiceResponse>, Status> {
         let name = request.into_inner().name;
         check_name(&name)?;
-        self.sup.remove(&name).await.map_err(convert::status)?;
-        Ok(Response::new(pb::RemoveServiceResponse {}))
+        let report = self.sup.remove(&name).await.map_err(convert::status)?;
+        Ok(Response::new(convert::remove_response(report)))
+    }
+
+    type RemoveServiceStreamStream = Streamed<pb::RemoveServiceStreamResponse>;
+
+    async fn remove_service_stream(
+        &self,
+        request: Request<pb::RemoveServiceRequest>,
+    ) -> Result<Response<Self::RemoveServiceStreamStream>, Status> {
+        use pb::remove_service_stream_response::Kind;
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let sup = self.sup.clone();
+        let unit = name.clone();
+        Ok(Response::new(self.watched_stop(
+            name,
+            move |progress| async move {
+                let report = sup.remove_watched(&unit, progress).await?;
+                Ok(convert::remove_response(report))
+            },
+            |p| pb::RemoveServiceStreamResponse {
+                kind: Some(Kind::Progress(p)),
+            },
+            |r| pb::RemoveServiceStreamResponse {
+                kind: Some(Kind::Result(r)),
+            },
+        )?))
     }
 
     async fn reload(
@@ -269,6 +381,7 @@ impl Control for ControlService {
             removed: summary.removed,
             changed: summary.changed,
             unchanged: summary.unchanged,
+            warnings: summary.warnings,
         }))
     }
 
@@ -332,12 +445,13 @@ impl Control for ControlService {
         if let Some(name) = &name {
             check_name(name)?;
         }
-        if request.last > MAX_LAST {
+        if request.last.is_some_and(|n| n > MAX_LAST) {
             return Err(convert::invalid_argument(format!(
                 "last may be at most {MAX_LAST}"
             )));
         }
-        let last = (request.last > 0).then_some(request.last as usize);
+        // Unset: every kept line; 0: none (a follow then sends only new ones).
+        let last = request.last.map(|n| n as usize);
         let (lines, follower) = if request.follow {
             let (lines, follower) = self
                 .sup

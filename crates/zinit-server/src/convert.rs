@@ -9,7 +9,7 @@ use zinit_supervisor::shutdown::{
     Leftover, MAX_DEADLINE, Plan, ShutdownEvent, ShutdownEventKind, Summary,
 };
 use zinit_supervisor::state::State;
-use zinit_supervisor::stopping::UnitStopReport;
+use zinit_supervisor::stopping::{StopProgress, UnitStopReport};
 use zinit_supervisor::{
     ExitStatus, Signal, StopMode, StopOutcome, SupervisorError, UnitKind, UnitStatus,
 };
@@ -167,10 +167,17 @@ pub fn stop_response(
     report: Option<UnitStopReport>,
     dependents: Vec<String>,
 ) -> pb::StopUnitResponse {
-    let mut response = pb::StopUnitResponse {
+    pb::StopUnitResponse {
         unit: Some(unit(status)),
-        outcome: pb::StopOutcome::NothingRunning as i32,
         running_dependents: dependents,
+        ..stop_report(report)
+    }
+}
+
+/// How a stop went (no unit, no dependents).
+fn stop_report(report: Option<UnitStopReport>) -> pb::StopUnitResponse {
+    let mut response = pb::StopUnitResponse {
+        outcome: pb::StopOutcome::NothingRunning as i32,
         ..Default::default()
     };
     if let Some(report) = report {
@@ -191,6 +198,76 @@ pub fn stop_response(
             .collect();
     }
     response
+}
+
+/// What a remove answers: how the stop before the removal went.
+pub fn remove_response(report: Option<UnitStopReport>) -> pb::RemoveServiceResponse {
+    pb::RemoveServiceResponse {
+        stop: report.map(|report| stop_report(Some(report))),
+    }
+}
+
+/// A step of a watched stop in the protocol; `budget` keeps the budget
+/// of the stop's start for the blockers of later steps.
+pub fn stop_progress(
+    unit: &str,
+    progress: StopProgress,
+    budget: &mut Duration,
+) -> pb::StopProgress {
+    use pb::stop_progress::Kind;
+    let (at, kind) = match progress {
+        StopProgress::Began {
+            signal,
+            mode,
+            budget: b,
+        } => {
+            *budget = b;
+            (
+                Duration::ZERO,
+                Kind::UnitStopping(pb::UnitStopping {
+                    name: unit.to_string(),
+                    signal: signal.as_str().to_string(),
+                    mode: mode_name(mode).to_string(),
+                    budget: Some(duration(b)),
+                }),
+            )
+        }
+        StopProgress::Signalled {
+            pid,
+            depth,
+            name,
+            signal,
+            at,
+        } => (
+            at,
+            Kind::SignalSent(pb::SignalSent {
+                unit: unit.to_string(),
+                pid: pid as u32,
+                depth: depth as u32,
+                signal: signal.as_str().to_string(),
+                name,
+            }),
+        ),
+        StopProgress::Waiting { remaining, at } => (
+            at,
+            Kind::StillWaiting(pb::StillWaiting {
+                blockers: remaining
+                    .into_iter()
+                    .map(|(pid, name)| pb::Blocker {
+                        unit: unit.to_string(),
+                        pid: pid as u32,
+                        name,
+                        waiting: Some(duration(at)),
+                        budget: Some(duration(*budget)),
+                    })
+                    .collect(),
+            }),
+        ),
+    };
+    pb::StopProgress {
+        at: Some(duration(at)),
+        kind: Some(kind),
+    }
 }
 
 pub fn log_line(line: &LogLine) -> pb::StreamLogsResponse {

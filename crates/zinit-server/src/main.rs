@@ -10,14 +10,17 @@ mod signals;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use zinit_supervisor::shutdown::MAX_DEADLINE;
 use zinit_supervisor::{Host, Options, Supervisor};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "zinit's supervisor daemon")]
+#[command(name = "zinit_server", version, about = "zinit's supervisor daemon")]
 struct Args {
     /// The directory of service files.
     #[arg(long, default_value = "/etc/zinit")]
@@ -29,8 +32,9 @@ struct Args {
     /// Write the server's pid to this file (removed at exit).
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// error, warn, info, debug or trace (or a tracing filter).
-    #[arg(long, default_value = "info")]
+    /// error, warn, info, debug, trace or off, or a tracing filter such as
+    /// `info,zinit_supervisor=debug`. Module paths show from debug on.
+    #[arg(long, default_value = "info", value_parser = log_level)]
     log_level: String,
     /// Validate the service files in DIR, print every error, and exit
     /// (non-zero when any file is invalid). Starts nothing.
@@ -74,6 +78,47 @@ fn parse_shutdown_timeout(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// The levels `--log-level` takes.
+const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks `--log-level`: a level, or a tracing filter whose every directive
+/// without a target (`=`) is a level. A misspelt level (`warning`) would
+/// otherwise read as a target name and silently log nothing.
+fn log_level(text: &str) -> Result<String, String> {
+    let unknown = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+        .find(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()));
+    if let Some(word) = unknown {
+        return Err(format!(
+            "unknown log level {word:?}: expected one of {} (or a filter such as info,zinit_supervisor=debug)",
+            LEVELS.join(", ")
+        ));
+    }
+    EnvFilter::try_new(text).map_err(|e| format!("invalid filter {text:?}: {e}"))?;
+    Ok(text.to_string())
+}
+
+/// Logs to stderr: colours only on a terminal and without `NO_COLOR`;
+/// module paths only when debugging.
+fn init_logging(level: &str) -> Result<()> {
+    let filter =
+        EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?;
+    let debugging = filter
+        .max_level_hint()
+        .is_some_and(|max| max >= LevelFilter::DEBUG);
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_target(debugging)
+        .init();
+    Ok(())
+}
+
 fn main() {
     let args = Args::parse();
     if let Some(dir) = &args.check {
@@ -112,13 +157,8 @@ fn check(dir: &std::path::Path) -> i32 {
     }
 }
 
-fn run(args: Args) -> Result<i32> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+fn run(mut args: Args) -> Result<i32> {
+    init_logging(&args.log_level)?;
     if let Some(addr) = args.tcp {
         if !addr.ip().is_loopback() {
             bail!("--tcp {addr}: only loopback addresses are allowed");
@@ -133,11 +173,15 @@ fn run(args: Args) -> Result<i32> {
             args.config.display()
         );
     }
+    // Paths in the log, in `info` and in error messages are absolute.
+    args.config = std::path::absolute(&args.config)
+        .with_context(|| format!("resolving {}", args.config.display()))?;
     // Signals are taken by one dedicated thread (see `signals`); block them
     // before any other thread exists so none of them takes one.
     let signals = signals::block()?;
 
     let socket = zinit_client::socket_path(args.socket.as_deref());
+    let socket = std::path::absolute(&socket).unwrap_or(socket);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -146,9 +190,9 @@ fn run(args: Args) -> Result<i32> {
 }
 
 async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result<i32> {
-    let listener = listen::bind_unix(&socket).await?;
     // Every listener is bound and every file read before anything starts:
-    // a bad flag must not leave services running.
+    // a bad flag must not leave services running. The unix socket comes
+    // last, so that a client who sees it can use the TCP listener too.
     let token = args
         .token_file
         .as_deref()
@@ -163,6 +207,7 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         )),
         _ => None,
     };
+    let listener = listen::bind_unix(&socket).await?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", path.display()))?;
@@ -201,7 +246,7 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
         std::process::id(),
         socket.display(),
         tcp_addr
-            .map(|a| format!(" and tcp {a}"))
+            .map(|a| format!(" and tcp {a} (token required)"))
             .unwrap_or_default(),
         args.config.display(),
         match sup.cgroup_root() {

@@ -77,6 +77,20 @@ pub struct ReloadSummary {
     pub changed: Vec<String>,
     /// Services left alone.
     pub unchanged: Vec<String>,
+    /// Warnings of the new configuration (a capped stop timeout).
+    pub warnings: Vec<String>,
+}
+
+/// What an `add` did.
+#[derive(Debug, Clone)]
+pub struct AddResult {
+    /// The service's name.
+    pub name: String,
+    /// Its status right after its start was tried: `Failed` with the
+    /// reason when its program could not be started (the file stays added).
+    pub status: UnitStatus,
+    /// Warnings of the file (a capped stop timeout).
+    pub warnings: Vec<String>,
 }
 
 /// What a stop did, and who still depends on the stopped unit.

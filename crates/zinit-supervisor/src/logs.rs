@@ -61,6 +61,9 @@ struct Ring {
     /// How many lines this ring has taken in all: the position of the next
     /// line, so a follower can tell what it missed.
     taken: u64,
+    /// No more lines will come (a job that has ended): its followers end
+    /// once they have read every line.
+    finished: bool,
 }
 
 impl Ring {
@@ -180,6 +183,18 @@ impl LogHub {
         (lines, follower)
     }
 
+    /// Marks `unit`'s output as complete: its followers end once they have
+    /// read every line so far, and later followers end after their
+    /// snapshot. For jobs, whose output ends with them.
+    pub fn finish(&self, unit: &str) {
+        self.lock()
+            .rings
+            .entry(unit.to_string())
+            .or_default()
+            .finished = true;
+        self.newest.send_modify(|_| {});
+    }
+
     /// Forgets a unit's ring (its followers end).
     pub fn remove(&self, unit: &str) {
         self.lock().rings.remove(unit);
@@ -200,7 +215,8 @@ pub struct Follower {
 
 impl Follower {
     /// The next line, or one notice for the lines that fell out of the ring
-    /// before this follower read them; `None` once the unit is forgotten.
+    /// before this follower read them; `None` once the unit is forgotten or
+    /// its output has ended (a finished job) and every line was read.
     pub async fn next(&mut self) -> Option<Followed> {
         loop {
             self.newest.mark_unchanged();
@@ -218,6 +234,9 @@ impl Follower {
                 if let Some(line) = ring.at(self.next) {
                     self.next += 1;
                     return Some(Followed::Line(line.clone()));
+                }
+                if ring.finished {
+                    return None;
                 }
             }
             if self.newest.changed().await.is_err() {
@@ -496,6 +515,23 @@ mod tests {
             Some(Followed::Line(line)) => assert_eq!(line.text, "6"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn followers_of_a_finished_unit_end_after_its_last_line() {
+        let hub = Arc::new(LogHub::new(100, 10_000));
+        hub.push("job-1", Stream::Stdout, "first".into());
+        let (_, mut early) = hub.follow(Some("job-1"), None);
+        hub.push("job-1", Stream::Stdout, "last".into());
+        hub.finish("job-1");
+        match early.next().await {
+            Some(Followed::Line(line)) => assert_eq!(line.text, "last"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(early.next().await, None, "the follower ends");
+        let (snapshot, mut late) = hub.follow(Some("job-1"), None);
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(late.next().await, None, "a later follower ends at once");
     }
 
     #[tokio::test]

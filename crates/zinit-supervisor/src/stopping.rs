@@ -1,7 +1,8 @@
 //! The per-unit stop, used by `stop`, `restart`, `remove`, reload, job
 //! cancel and the shutdown alike: the unit's `stop` command first (at most
 //! half of the budget), then its stop signal in its stop mode, escalation to
-//! SIGKILL when the budget ends, and a report of what happened.
+//! SIGKILL when the budget ends, and a report of what happened. A client
+//! may watch a stop on request as it goes (`StopProgress`).
 
 use crate::command::{CommandResult, run_bounded};
 use crate::config::ServiceConfig;
@@ -9,8 +10,68 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use zinit_process::Members;
-use zinit_process::stop::{StopEvent, StopOutcome, StopReport, StopSpec, stop};
+use zinit_process::stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSpec, stop};
+use zinit_process::{Members, Signal};
+
+/// One step of a stop on request, for a client that watches it
+/// (`Supervisor::stop_unit_watched`, `Supervisor::remove_watched`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopProgress {
+    /// The stop began, with the unit's signal, mode and budget.
+    Began {
+        /// The stop signal.
+        signal: Signal,
+        /// The stop mode.
+        mode: StopMode,
+        /// The budget (the unit's stop timeout).
+        budget: Duration,
+    },
+    /// A signal was sent to one process.
+    Signalled {
+        /// The process.
+        pid: i32,
+        /// Its depth below the unit's main process.
+        depth: usize,
+        /// Its command name.
+        name: String,
+        /// The signal.
+        signal: Signal,
+        /// Time since the stop began.
+        at: Duration,
+    },
+    /// Processes still alive (about every second).
+    Waiting {
+        /// The processes (pid, command name), deepest first.
+        remaining: Vec<(i32, String)>,
+        /// Time since the stop began.
+        at: Duration,
+    },
+}
+
+impl StopProgress {
+    /// The step a watcher sees of a step of the processes' stop, if any
+    /// (exits and the escalation show in the result; SIGSTOP, which only
+    /// freezes a tree before SIGKILL, is not shown).
+    pub(crate) fn of(event: StopEvent) -> Option<Self> {
+        match event {
+            StopEvent::Signalled {
+                pid,
+                depth,
+                comm,
+                signal,
+                at,
+            } if signal != Signal::SIGSTOP => Some(Self::Signalled {
+                pid,
+                depth,
+                name: comm,
+                signal,
+                at,
+            }),
+            StopEvent::Waiting { remaining, at } => Some(Self::Waiting { remaining, at }),
+            _ => None,
+        }
+    }
+}
 
 /// What stopping one unit did.
 #[derive(Debug, Clone)]

@@ -4,24 +4,26 @@
 
 use crate::actor::Actor;
 use crate::actor::messages::{Msg, Request};
-use crate::api::{JobSpec, Options, ReloadSummary, StopResult, SupervisorError};
+use crate::api::{AddResult, JobSpec, Options, ReloadSummary, StopResult, SupervisorError};
 use crate::config::{ConfigErrors, ServiceConfig, load_dir};
 use crate::events::{Event, EventBus};
 use crate::logs::{Follower, LogHub, LogLine};
-use crate::stats::{StatsSampler, UnitStats};
+use crate::stats::UnitStats;
+use crate::stopping::{StopProgress, UnitStopReport};
 use crate::takeover::{RecordFile, Takeover};
 use crate::unit::UnitStatus;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use zinit_process::{CgroupRoot, Members, Signal};
 
 /// The supervisor.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    pub(crate) tx: mpsc::UnboundedSender<Msg>,
+    pub(crate) tx: UnboundedSender<Msg>,
     adopted_roots: Arc<Vec<PathBuf>>,
     takeover: Arc<Takeover>,
     pending_shutdown: Option<(Duration, bool)>,
@@ -29,7 +31,6 @@ pub struct Supervisor {
     actor: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     hub: Arc<LogHub>,
     events: EventBus,
-    stats: Arc<StatsSampler>,
     config_dir: PathBuf,
     cgroups: Option<CgroupRoot>,
 }
@@ -77,7 +78,6 @@ impl Supervisor {
             tx,
             hub,
             events,
-            stats: Arc::new(StatsSampler::default()),
             config_dir: options.config_dir,
             cgroups,
             adopted_roots: Arc::new(adopted_roots),
@@ -185,8 +185,23 @@ impl Supervisor {
     }
 
     /// Stops a unit (its dependents keep running) and returns what happened.
+    /// A unit that has ended keeps its state and result (the answer has no
+    /// report: nothing was running).
     pub async fn stop_unit(&self, name: &str) -> Result<StopResult, SupervisorError> {
-        self.ask(|r| Request::Stop(name.to_string(), r)).await?
+        self.ask(|r| Request::Stop(name.to_string(), None, r))
+            .await?
+    }
+
+    /// As [`Supervisor::stop_unit`], with the stop's progress sent to
+    /// `progress` as it goes (nothing when nothing runs, or when it joins a
+    /// stop that runs already). Every step is sent before the answer.
+    pub async fn stop_unit_watched(
+        &self,
+        name: &str,
+        progress: UnboundedSender<StopProgress>,
+    ) -> Result<StopResult, SupervisorError> {
+        self.ask(|r| Request::Stop(name.to_string(), Some(progress), r))
+            .await?
     }
 
     /// Stops (if running) and starts a unit; returns once it runs or failed.
@@ -195,8 +210,9 @@ impl Supervisor {
     }
 
     /// Validates a service file, copies it into the config directory (so a
-    /// reload keeps it) and starts the service. Returns its name.
-    pub async fn add(&self, file: &Path) -> Result<String, SupervisorError> {
+    /// reload keeps it) and starts the service. Returns its name, its status
+    /// right after the start was tried and the file's warnings.
+    pub async fn add(&self, file: &Path) -> Result<AddResult, SupervisorError> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             SupervisorError::InvalidArgument(format!("cannot read {}: {e}", file.display()))
         })?;
@@ -217,7 +233,7 @@ impl Supervisor {
         source: &Path,
         file_name: &str,
         text: &str,
-    ) -> Result<String, SupervisorError> {
+    ) -> Result<AddResult, SupervisorError> {
         let invalid = |errors| SupervisorError::InvalidConfig(ConfigErrors(errors));
         let is_yaml = Path::new(file_name)
             .extension()
@@ -250,9 +266,22 @@ impl Supervisor {
         .await?
     }
 
-    /// Stops a service and deletes its file.
-    pub async fn remove(&self, name: &str) -> Result<(), SupervisorError> {
-        self.ask(|r| Request::Remove(name.to_string(), r)).await?
+    /// Stops a service and deletes its file. Returns the stop's report
+    /// (`None` when nothing was running).
+    pub async fn remove(&self, name: &str) -> Result<Option<UnitStopReport>, SupervisorError> {
+        self.ask(|r| Request::Remove(name.to_string(), None, r))
+            .await?
+    }
+
+    /// As [`Supervisor::remove`], with the stop's progress sent to
+    /// `progress` as it goes.
+    pub async fn remove_watched(
+        &self,
+        name: &str,
+        progress: UnboundedSender<StopProgress>,
+    ) -> Result<Option<UnitStopReport>, SupervisorError> {
+        self.ask(|r| Request::Remove(name.to_string(), Some(progress), r))
+            .await?
     }
 
     /// Re-reads the config directory, all or nothing.
@@ -297,15 +326,13 @@ impl Supervisor {
         Ok(jobs)
     }
 
-    /// CPU and memory of every running unit (or one).
+    /// CPU (over [`crate::stats::WINDOW`]) and memory of every running
+    /// unit (or one).
     pub async fn stats(&self, name: Option<&str>) -> Result<Vec<UnitStats>, SupervisorError> {
         let units = self
             .ask(|r| Request::Members(name.map(str::to_string), r))
             .await??;
-        let sampler = self.stats.clone();
-        tokio::task::spawn_blocking(move || sampler.sample(units))
-            .await
-            .map_err(|e| SupervisorError::Io(e.to_string()))
+        Ok(crate::stats::sample(units).await)
     }
 
     /// The kept output of a unit (all units when `None`), the last `last` lines.

@@ -71,6 +71,8 @@ pub(crate) struct Instance {
     pub started: Instant,
     /// Whether processes of the instance are still alive.
     pub alive: bool,
+    /// Whether its output pipes have reached end of file (or it has none).
+    pub output_closed: bool,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires
@@ -125,6 +127,9 @@ pub(crate) struct Unit {
     pub stop_hurry: CancellationToken,
     /// Pending back-off timers (a running stop keeps its `stop_op`).
     pub timers: TimerGeneration,
+    /// A restart is due and waits for the previous run's processes to be
+    /// reported gone (at most a short grace, then they are stopped).
+    pub awaiting_empty: bool,
     pub then: Then,
     pub backoff: Backoff,
     pub last_exit: Option<ExitStatus>,
@@ -146,6 +151,7 @@ impl Unit {
             stop_op: 0,
             stop_hurry: CancellationToken::new(),
             timers: TimerGeneration::default(),
+            awaiting_empty: false,
             then: Then::Rest,
             backoff: Backoff::default(),
             last_exit: None,

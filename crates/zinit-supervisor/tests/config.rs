@@ -270,25 +270,50 @@ fn a_directory_keeps_its_valid_services_and_lists_the_invalid_ones() {
         ],
     );
     let set = load_dir(dir.0.path()).expect("readable");
-    assert_eq!(set.services.keys().collect::<Vec<_>>(), ["db", "web"]);
+    assert_eq!(
+        set.services.keys().collect::<Vec<_>>(),
+        ["db", "needs-broken", "web"]
+    );
     assert_eq!(
         set.invalid.keys().collect::<Vec<_>>(),
-        ["broken", "needs-broken", "needs-ghost"]
+        ["broken", "needs-ghost"]
     );
     let ghost = set.invalid["needs-ghost"][0].to_string();
     assert!(
         ghost.ends_with("needs-ghost.yaml:2: field `after` = \"ghost\": depends on a service that does not exist"),
         "{ghost}"
     );
-    let needs_broken = set.invalid["needs-broken"][0].to_string();
+}
+
+#[test]
+fn a_valid_file_that_depends_on_an_invalid_one_stays_valid_and_waits_for_it() {
+    let dir = Dir::new(
+        "blocked",
+        &[
+            ("broken.yaml", "exec: /bin/x\nstop_signal: NOPE\n"),
+            ("needs-broken.yaml", "exec: /bin/y\nafter: [broken]\n"),
+            ("needs-needs.yaml", "exec: /bin/z\nafter: [needs-broken]\n"),
+        ],
+    );
+    let set = load_dir(dir.0.path()).expect("readable");
+    assert_eq!(
+        set.services.keys().collect::<Vec<_>>(),
+        ["needs-broken", "needs-needs"]
+    );
+    assert_eq!(set.invalid.keys().collect::<Vec<_>>(), ["broken"]);
+    assert_eq!(set.errors().len(), 1, "only the broken file has an error");
+    let warnings = set.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        needs_broken.contains("depends on a service whose file is invalid"),
-        "{needs_broken}"
+        warnings[0].ends_with(
+            "needs-broken.yaml: needs-broken will wait for broken, whose service file is invalid"
+        ),
+        "{warnings:?}"
     );
 }
 
 #[test]
-fn a_cycle_is_printed_and_its_members_and_dependents_are_invalid() {
+fn a_cycle_is_printed_and_its_members_are_invalid_and_their_dependents_wait() {
     let dir = Dir::new(
         "cycle",
         &[
@@ -300,16 +325,19 @@ fn a_cycle_is_printed_and_its_members_and_dependents_are_invalid() {
         ],
     );
     let set = load_dir(dir.0.path()).expect("readable");
-    assert_eq!(set.services.keys().collect::<Vec<_>>(), ["e"]);
+    assert_eq!(set.services.keys().collect::<Vec<_>>(), ["d", "e"]);
+    assert_eq!(set.invalid.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     let a = set.invalid["a"][0].to_string();
     assert!(
         a.ends_with("field `after`: dependency cycle: a -> b -> c -> a"),
         "{a}"
     );
     assert!(
-        set.invalid["d"][0]
-            .to_string()
-            .contains("whose file is invalid")
+        set.warnings()
+            .iter()
+            .any(|w| w.ends_with("d will wait for a, whose service file is invalid")),
+        "{:?}",
+        set.warnings()
     );
 }
 

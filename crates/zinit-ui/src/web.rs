@@ -250,7 +250,7 @@ async fn log_stream(State(app): State<Arc<App>>, Query(query): Query<LogQuery>) 
     let hub = app.hub.clone();
     let request = pb::StreamLogsRequest {
         name: query.unit.unwrap_or_default(),
-        last: query.last.unwrap_or(DEFAULT_LAST).min(MAX_LAST),
+        last: Some(query.last.unwrap_or(DEFAULT_LAST).min(MAX_LAST)),
         follow: true,
     };
     tokio::spawn(async move {

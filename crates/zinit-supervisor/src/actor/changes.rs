@@ -4,21 +4,40 @@
 
 use super::Actor;
 use super::messages::Reply;
-use crate::api::{ReloadSummary, SupervisorError};
+use crate::api::{AddResult, ReloadSummary, SupervisorError};
 use crate::config::{ConfigError, ConfigErrors, ConfigSet, ServiceConfig};
 use crate::state::State;
+use crate::stopping::{StopProgress, UnitStopReport};
 use crate::unit::{Then, Unit, UnitKind};
 use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
 
 impl Actor {
-    /// Adds a parsed service: checked against the units (a name taken, a
-    /// dependency missing), written into the config directory atomically
-    /// (never through a link), then started by `reconcile`.
-    pub(super) fn add(
+    /// Adds a parsed service and tries to start it; the answer carries its
+    /// status right after the try (failed at once when its program cannot
+    /// be started: the file stays added).
+    pub(super) fn add(&mut self, file_name: &str, config: ServiceConfig, reply: Reply<AddResult>) {
+        let result = self.add_config(file_name, config).map(|(name, warnings)| {
+            self.reconcile();
+            let status = self.units[&name].status(&name);
+            AddResult {
+                name,
+                status,
+                warnings,
+            }
+        });
+        let _ = reply.send(result);
+    }
+
+    /// Checks a parsed service against the units (a name taken, a
+    /// dependency missing), writes it into the config directory atomically
+    /// (never through a link) and makes it wanted; returns its name and the
+    /// file's warnings.
+    fn add_config(
         &mut self,
         file_name: &str,
         config: ServiceConfig,
-    ) -> Result<String, SupervisorError> {
+    ) -> Result<(String, Vec<String>), SupervisorError> {
         if self.intake_frozen {
             return Err(SupervisorError::ShuttingDown);
         }
@@ -29,10 +48,12 @@ impl Actor {
         if self.units.contains_key(&name) {
             return Err(SupervisorError::AlreadyExists(name));
         }
+        // A dependency whose file is invalid is allowed: the service waits
+        // for it (blocked), as at start-up.
         let missing: Vec<ConfigError> = config
             .after
             .iter()
-            .filter(|dep| !self.units.contains_key(*dep))
+            .filter(|dep| !self.units.contains_key(*dep) && !self.invalid.contains_key(*dep))
             .map(|dep| {
                 ConfigError::field(
                     &source,
@@ -50,20 +71,29 @@ impl Actor {
             .map_err(|e| SupervisorError::Io(format!("cannot write {}: {e}", target.display())))?;
         let mut config = config;
         config.file = target;
+        let warnings = config.warnings.clone();
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
         self.invalid.remove(&name);
         let mut unit = Unit::new(Arc::new(config), UnitKind::Service);
         unit.wanted = true;
         self.units.insert(name.clone(), unit);
-        Ok(name)
+        Ok((name, warnings))
     }
 
-    pub(super) fn remove(&mut self, name: &str, reply: Reply<()>) {
+    pub(super) fn remove(
+        &mut self,
+        name: &str,
+        progress: Option<UnboundedSender<StopProgress>>,
+        reply: Reply<Option<UnitStopReport>>,
+    ) {
         if let Some(errors) = self.invalid.remove(name) {
             let file = errors.first().map(|e| e.file.clone());
             if let Some(file) = file {
                 let _ = std::fs::remove_file(file);
             }
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Ok(None));
             return;
         }
         let Some(unit) = self.units.get_mut(name) else {
@@ -79,7 +109,15 @@ impl Actor {
         unit.wanted = false;
         unit.timers.forget_pending();
         if unit.alive() || unit.state == State::Stopping {
-            self.begin_stop(name, Then::Remove { delete_file: true }, "remove requested");
+            if unit.state != State::Stopping {
+                self.last_stop.remove(name);
+            }
+            self.begin_watched_stop(
+                name,
+                Then::Remove { delete_file: true },
+                "remove requested",
+                progress,
+            );
             self.waiters
                 .remove
                 .entry(name.to_string())
@@ -88,7 +126,7 @@ impl Actor {
             return;
         }
         self.forget(name, true);
-        let _ = reply.send(Ok(()));
+        let _ = reply.send(Ok(None));
     }
 
     pub(super) fn forget(&mut self, name: &str, delete_file: bool) {
@@ -112,7 +150,13 @@ impl Actor {
         if !errors.is_empty() {
             return Err(SupervisorError::InvalidConfig(ConfigErrors(errors)));
         }
-        let mut summary = ReloadSummary::default();
+        let mut summary = ReloadSummary {
+            warnings: set.warnings(),
+            ..ReloadSummary::default()
+        };
+        for warning in &summary.warnings {
+            tracing::warn!("{warning}");
+        }
         let services: Vec<String> = self
             .units
             .iter()

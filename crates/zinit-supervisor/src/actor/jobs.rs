@@ -7,7 +7,6 @@ use crate::api::{JobSpec, SupervisorError};
 use crate::config::{ConfigErrors, RestartMode, ServiceConfig, parse_file};
 use crate::state::State;
 use crate::unit::{Unit, UnitKind};
-use std::path::Path;
 use std::sync::Arc;
 
 /// Finished jobs kept for `job list`.
@@ -35,13 +34,8 @@ impl Actor {
                         "a job needs a command".to_string(),
                     ));
                 }
-                let text = format!(
-                    "exec: {}\noneshot: true\n",
-                    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_default()
-                );
-                let config = crate::config::parse_service(Path::new("(job command)"), "job", &text)
-                    .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(e)))?;
-                (config, None)
+                // The argv goes through as it is: nothing is parsed.
+                (ServiceConfig::for_command("job", argv), None)
             }
         };
         for dep in &config.after {

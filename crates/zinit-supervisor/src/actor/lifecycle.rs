@@ -1,6 +1,12 @@
 //! A unit's life: starting what may start (dependencies first), spawning,
 //! readiness, the main process's exit, the unit emptying, stops and their
 //! results, restarts with back-off.
+//!
+//! A program that cannot be started (missing, not executable, a working
+//! directory that cannot be entered, a user that cannot be switched to)
+//! fails the unit at once with the step and the reason: trying again would
+//! fail the same way, so spawn failures never back off. A crash after a
+//! successful start backs off by the unit's restart policy.
 
 use super::Actor;
 use super::messages::Msg;
@@ -13,7 +19,7 @@ use crate::shutdown::UnitShutDown;
 use crate::state::State;
 use crate::stopping::{UnitStopReport, stop_unit};
 use crate::tasks::{monitor, readiness};
-use crate::unit::{Instance, Then, TimerGeneration, Unit};
+use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -25,6 +31,10 @@ use zinit_process::{Members, StopOutcome};
 
 /// How long to wait after SIGKILL in a single-unit stop.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long a restart that is due waits for the previous run's processes
+/// to be reported gone (their exits may still be on their way on a busy
+/// machine) before it stops what is left of them.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 
 /// How one stop runs: its budget, its wait after SIGKILL, where its
 /// progress goes, and the token that skips the rest of its grace.
@@ -37,7 +47,7 @@ pub(crate) struct StopParams {
 
 impl StopParams {
     /// A stop on request: the unit's own timeout.
-    fn ordinary(unit: &Unit) -> Self {
+    pub(super) fn ordinary(unit: &Unit) -> Self {
         Self {
             budget: unit.config.stop_timeout,
             kill_wait: KILL_WAIT,
@@ -71,35 +81,59 @@ impl Actor {
             {
                 continue;
             }
-            let waiting: Vec<String> = unit
-                .config
-                .after
-                .iter()
-                .filter(|dep| !self.units.get(*dep).is_some_and(Unit::satisfies_dependents))
-                .cloned()
-                .collect();
-            if waiting.is_empty() {
-                self.spawn(&name);
-                started = true;
-                continue;
-            }
-            let reason = format!(
-                "waiting for {}",
-                waiting
-                    .iter()
-                    .map(|dep| match self.units.get(dep) {
-                        Some(u) => format!("{dep} ({})", u.state),
-                        None => format!("{dep} (not loaded)"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            self.set_state(&name, State::Blocked, reason);
-            if let Some(unit) = self.units.get_mut(&name) {
-                unit.waiting_for = waiting;
-            }
+            started |= self.start_or_block(&name);
         }
         started
+    }
+
+    /// Spawns the unit if its dependencies are satisfied (true); else marks
+    /// it blocked with what it waits for.
+    fn start_or_block(&mut self, name: &str) -> bool {
+        let Some(unit) = self.units.get(name) else {
+            return false;
+        };
+        let waiting: Vec<String> = unit
+            .config
+            .after
+            .iter()
+            .filter(|dep| !self.units.get(*dep).is_some_and(Unit::satisfies_dependents))
+            .cloned()
+            .collect();
+        if waiting.is_empty() {
+            self.spawn(name);
+            return true;
+        }
+        let reason = format!(
+            "waiting for {}",
+            waiting
+                .iter()
+                .map(|dep| match self.units.get(dep) {
+                    Some(u) => format!("{dep} ({})", u.state),
+                    None if self.invalid.contains_key(dep) => {
+                        format!("{dep} (invalid service file)")
+                    }
+                    None => format!("{dep} (not loaded)"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // A job runs once: one whose dependency is not coming fails, so
+        // that whoever waits for it (`job run`) is answered.
+        let is_job = matches!(unit.kind, UnitKind::Job { .. });
+        let not_coming = waiting.iter().any(|dep| {
+            self.units
+                .get(dep)
+                .is_none_or(|d| !d.wanted || d.state == State::Failed)
+        });
+        if is_job && not_coming {
+            self.set_state(name, State::Failed, format!("cannot run: {reason}"));
+            return false;
+        }
+        self.set_state(name, State::Blocked, reason);
+        if let Some(unit) = self.units.get_mut(name) {
+            unit.waiting_for = waiting;
+        }
+        false
     }
 
     /// Spawns the unit's command in its cgroup, with its output captured,
@@ -133,9 +167,15 @@ impl Actor {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
-                let reason = format!("cannot start {}: {e}", config.exec[0]);
+                // No back-off: the same spawn would fail the same way.
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.remove();
+                }
+                if let Some(unit) = self.units.get_mut(name) {
+                    unit.last_exit = None;
+                }
                 self.set_state(name, State::Starting, "spawning");
-                self.after_failure(name, reason);
+                self.set_state(name, State::Failed, format!("cannot start: {e}"));
                 return;
             }
         };
@@ -166,19 +206,34 @@ impl Actor {
                 }
             }),
         };
+        let mut captures = Vec::new();
         for (fd, stream) in [
             (child.take_stdout(), Stream::Stdout),
             (child.take_stderr(), Stream::Stderr),
         ] {
             if let Some(fd) = fd {
-                tokio::spawn(capture(
+                captures.push(tokio::spawn(capture(
                     self.hub.clone(),
                     name.to_string(),
                     stream,
                     fd,
                     sinks.clone(),
-                ));
+                )));
             }
+        }
+        let output_closed = captures.is_empty();
+        if !output_closed {
+            let tx = self.tx.clone();
+            let unit = name.to_string();
+            tokio::spawn(async move {
+                for capture in captures {
+                    let _ = capture.await;
+                }
+                let _ = tx.send(Msg::OutputClosed {
+                    unit,
+                    instance: instance_id,
+                });
+            });
         }
         tokio::spawn(monitor(
             child,
@@ -196,6 +251,7 @@ impl Actor {
             cgroup,
             started: Instant::now(),
             alive: true,
+            output_closed,
         });
         unit.last_exit = None;
         unit.adopted = false;
@@ -216,7 +272,7 @@ impl Actor {
             }
             None => {
                 self.set_state(name, State::Starting, format!("started (pid {pid})"));
-                self.set_state(name, State::Running, format!("running (pid {pid})"));
+                self.set_state(name, State::Running, format!("started (pid {pid})"));
             }
         }
     }
@@ -257,35 +313,30 @@ impl Actor {
         let tx = self.tx.clone();
         let unit_name = name.to_string();
         tokio::spawn(async move {
+            let StopParams {
+                budget,
+                kill_wait,
+                progress,
+                hurry,
+            } = params;
             let report = stop_unit(
                 &config,
                 &instance.members,
-                params.budget,
-                params.kill_wait,
-                params.progress.as_ref(),
-                Some(params.hurry),
+                budget,
+                kill_wait,
+                progress.as_ref(),
+                Some(hurry),
             )
             .await
             .map_err(|e| e.to_string());
+            // Every progress event is sent before the result is.
+            drop(progress);
             let _ = tx.send(Msg::StopDone {
                 unit: unit_name,
                 stop_op,
                 report,
             });
         });
-    }
-
-    /// A start failed (spawn error, readiness timeout): restart by policy or fail.
-    fn after_failure(&mut self, name: &str, reason: String) {
-        let Some(unit) = self.units.get_mut(name) else {
-            return;
-        };
-        let restart = unit.wanted && unit.config.restart.mode != RestartMode::Never;
-        if !restart {
-            self.set_state(name, State::Failed, reason);
-            return;
-        }
-        self.back_off(name, reason);
     }
 
     /// Counts a restart for the unit's back-off (from when its instance
@@ -321,14 +372,20 @@ impl Actor {
                 );
                 self.events
                     .send(name, EventKind::Restarting { attempt, delay });
-                let tx = self.tx.clone();
-                let unit = name.to_string();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Msg::BackoffDone { unit, timers });
-                });
+                self.wake_after(name, timers, delay);
             }
         }
+    }
+
+    /// Sends `BackoffDone` for `name` after `delay` (ignored unless `timers`
+    /// is still the unit's generation then).
+    fn wake_after(&self, name: &str, timers: TimerGeneration, delay: Duration) {
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::BackoffDone { unit, timers });
+        });
     }
 
     /// The main process ended. An adopted one's status is unknown
@@ -382,6 +439,12 @@ impl Actor {
                 let _ = cgroup.remove();
             }
         }
+        // A restart that was due waited for exactly this.
+        if unit.awaiting_empty && unit.state == State::BackOff && unit.wanted && !unit.alive() {
+            unit.awaiting_empty = false;
+            unit.timers.forget_pending();
+            self.start_afresh(name, "restarting");
+        }
     }
 
     pub(super) fn ready(&mut self, name: &str, instance: u64, result: Result<(), String>) {
@@ -397,7 +460,7 @@ impl Actor {
             Ok(()) => self.set_state(
                 name,
                 State::Running,
-                format!("running (pid {pid}); its test passed"),
+                format!("started (pid {pid}); its test passed"),
             ),
             Err(reason) => self.begin_stop(name, Then::Failure(reason.clone()), &reason),
         }
@@ -430,11 +493,12 @@ impl Actor {
         let last_exit = unit.last_exit;
         let then = std::mem::replace(&mut unit.then, Then::Rest);
         let summary = match &report {
+            Ok(_) if leftovers == 1 => "stopped, but 1 process could not be killed".to_string(),
             Ok(_) if leftovers > 0 => {
-                format!("stopped, but {leftovers} process(es) could not be killed")
+                format!("stopped, but {leftovers} processes could not be killed")
             }
             Ok(r) => format!(
-                "stopped ({}, {:.2}s)",
+                "stopped ({} in {:.2}s)",
                 match r.outcome {
                     StopOutcome::Graceful => "gracefully",
                     _ => "killed at its timeout",
@@ -490,27 +554,40 @@ impl Actor {
     }
 
     pub(super) fn backoff_done(&mut self, name: &str, timers: TimerGeneration) {
-        let Some(unit) = self.units.get(name) else {
+        let Some(unit) = self.units.get_mut(name) else {
             return;
         };
         if unit.timers != timers || unit.state != State::BackOff || !unit.wanted {
             return;
         }
+        if unit.alive() && !unit.awaiting_empty {
+            // The previous run may be on its way out: wait for its exit to
+            // be reported (see `empty`), at most LEFTOVER_GRACE.
+            unit.awaiting_empty = true;
+            let timers = unit.timers.next();
+            self.wake_after(name, timers, LEFTOVER_GRACE);
+            return;
+        }
         self.start_afresh(name, "restarting");
     }
 
-    /// Makes an ended unit startable: what its previous run left is stopped
-    /// first (then it starts), else it is simply marked stopped (and
-    /// `reconcile` starts it).
+    /// Starts an ended unit again: what its previous run left is stopped
+    /// first (then it starts); else it starts at once (or waits for its
+    /// dependencies), without passing through `stopped`.
     pub(super) fn start_afresh(&mut self, name: &str, why: &str) {
+        if let Some(unit) = self.units.get_mut(name) {
+            unit.awaiting_empty = false;
+        }
         if self.units.get(name).is_some_and(Unit::alive) {
             self.begin_stop(
                 name,
                 Then::Start,
                 "stopping what the previous run left before starting",
             );
-        } else {
+        } else if self.intake_frozen {
             self.set_state(name, State::Stopped, why);
+        } else {
+            self.start_or_block(name);
         }
     }
 }

@@ -4,10 +4,10 @@
 //! timers), each carrying the instance, stop or timer generation it was
 //! started for, so a stale report is recognised and ignored.
 
-use crate::api::{JobSpec, ReloadSummary, StopResult, SupervisorError};
+use crate::api::{AddResult, JobSpec, ReloadSummary, StopResult, SupervisorError};
 use crate::config::{ConfigSet, ServiceConfig};
 use crate::shutdown::{ShutdownUnit, UnitShutDown};
-use crate::stopping::UnitStopReport;
+use crate::stopping::{StopProgress, UnitStopReport};
 use crate::unit::{TimerGeneration, UnitStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +26,26 @@ pub(crate) enum Request {
     List(oneshot::Sender<Vec<UnitStatus>>),
     Status(String, Reply<UnitStatus>),
     Start(String, bool, Reply<UnitStatus>),
-    Stop(String, Reply<StopResult>),
+    /// Stop a unit; its progress goes to the sender, if any.
+    Stop(
+        String,
+        Option<UnboundedSender<StopProgress>>,
+        Reply<StopResult>,
+    ),
     Restart(String, Reply<UnitStatus>),
     /// A file parsed (off the actor's task) and to be written as `file_name`.
     Add {
         file_name: String,
         config: Box<ServiceConfig>,
-        reply: Reply<String>,
+        reply: Reply<AddResult>,
     },
-    Remove(String, Reply<()>),
+    /// Stop a service (its progress to the sender, if any) and forget it;
+    /// answered with the stop's report.
+    Remove(
+        String,
+        Option<UnboundedSender<StopProgress>>,
+        Reply<Option<UnitStopReport>>,
+    ),
     /// The config directory, loaded off the actor's task.
     Reload(Box<ConfigSet>, Reply<ReloadSummary>),
     Signal(String, Signal, bool, Reply<Vec<i32>>),
@@ -88,5 +99,10 @@ pub(crate) enum Msg {
     BackoffDone {
         unit: String,
         timers: TimerGeneration,
+    },
+    /// Every output pipe of the instance reached end of file.
+    OutputClosed {
+        unit: String,
+        instance: u64,
     },
 }

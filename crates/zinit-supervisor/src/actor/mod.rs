@@ -42,7 +42,7 @@ pub(crate) struct Waiters {
     /// Stop requests, answered when the running stop finishes.
     stop: HashMap<String, Vec<Reply<StopResult>>>,
     /// Remove requests, answered when the stop before the removal finishes.
-    remove: HashMap<String, Vec<Reply<()>>>,
+    remove: HashMap<String, Vec<Reply<Option<UnitStopReport>>>>,
     /// The shutdown's stop of a unit, answered when that stop finishes.
     shutdown: HashMap<String, Vec<oneshot::Sender<UnitShutDown>>>,
 }
@@ -143,6 +143,36 @@ impl Actor {
                 report,
             } => self.stop_done(&unit, stop_op, report),
             Msg::BackoffDone { unit, timers } => self.backoff_done(&unit, timers),
+            Msg::OutputClosed { unit, instance } => self.output_closed(&unit, instance),
+        }
+    }
+
+    /// Every output pipe of an instance reached end of file.
+    fn output_closed(&mut self, name: &str, instance: u64) {
+        let Some(current) = self
+            .units
+            .get_mut(name)
+            .and_then(|u| u.instance.as_mut())
+            .filter(|i| i.id == instance)
+        else {
+            return;
+        };
+        current.output_closed = true;
+        self.finish_job_output(name);
+    }
+
+    /// A job's output is complete once the job has ended (or never started)
+    /// and its pipes are closed: its log followers end (`job run` waits for
+    /// exactly that).
+    fn finish_job_output(&self, name: &str) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        let ended = matches!(unit.kind, UnitKind::Job { .. })
+            && matches!(unit.state, State::Exited | State::Failed | State::Stopped)
+            && unit.instance.as_ref().is_none_or(|i| i.output_closed);
+        if ended {
+            self.hub.finish(name);
         }
     }
 
@@ -176,6 +206,7 @@ impl Actor {
         {
             let status = unit.last_exit;
             self.events.send(name, EventKind::JobFinished { status });
+            self.finish_job_output(name);
         }
     }
 

@@ -2,11 +2,13 @@
 //! (list, status, members, configs), and the answers to waiting requests.
 
 use super::Actor;
+use super::lifecycle::StopParams;
 use super::messages::{Reply, Request};
 use crate::api::{StopResult, SupervisorError};
 use crate::state::State;
-use crate::stopping::UnitStopReport;
+use crate::stopping::{StopProgress, UnitStopReport};
 use crate::unit::{Then, UnitStatus};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use zinit_process::{Members, ProcessHandle, ProcessId, Signal};
 
 impl Actor {
@@ -19,16 +21,14 @@ impl Actor {
                 let _ = reply.send(self.status_of(&name));
             }
             Request::Start(name, wait, reply) => self.start(&name, wait, reply),
-            Request::Stop(name, reply) => self.stop(&name, reply),
+            Request::Stop(name, progress, reply) => self.stop(&name, progress, reply),
             Request::Restart(name, reply) => self.restart(&name, reply),
             Request::Add {
                 file_name,
                 config,
                 reply,
-            } => {
-                let _ = reply.send(self.add(&file_name, *config));
-            }
-            Request::Remove(name, reply) => self.remove(&name, reply),
+            } => self.add(&file_name, *config, reply),
+            Request::Remove(name, progress, reply) => self.remove(&name, progress, reply),
             Request::Reload(set, reply) => {
                 let _ = reply.send(self.reload(*set));
             }
@@ -87,7 +87,12 @@ impl Actor {
         }
     }
 
-    fn stop(&mut self, name: &str, reply: Reply<StopResult>) {
+    fn stop(
+        &mut self,
+        name: &str,
+        progress: Option<UnboundedSender<StopProgress>>,
+        reply: Reply<StopResult>,
+    ) {
         if let Err(e) = self.admit(name) {
             let _ = reply.send(Err(e));
             return;
@@ -108,7 +113,7 @@ impl Actor {
         }
         if unit.alive() {
             self.last_stop.remove(name);
-            self.begin_stop(name, Then::Rest, "stop requested");
+            self.begin_watched_stop(name, Then::Rest, "stop requested", progress);
             self.waiters
                 .stop
                 .entry(name.to_string())
@@ -116,15 +121,60 @@ impl Actor {
                 .push(reply);
             return;
         }
-        if unit.state != State::Stopped {
-            self.set_state(
+        // Nothing runs. A unit that ended keeps its result (state, reason,
+        // exit status); one waiting to restart or for its dependencies
+        // simply stops waiting.
+        match unit.state {
+            State::BackOff => self.set_state(
                 name,
                 State::Stopped,
-                "stopped by request (nothing was running)",
-            );
+                "stopped by request while waiting to restart",
+            ),
+            State::Blocked => self.set_state(
+                name,
+                State::Stopped,
+                "stopped by request while waiting for its dependencies",
+            ),
+            _ => {}
         }
         let result = self.stop_result(name, None);
         let _ = reply.send(Ok(result));
+    }
+
+    /// Starts a stop on request with the unit's own timeout, its progress
+    /// (its start, then every step) sent to `progress` if given.
+    pub(super) fn begin_watched_stop(
+        &mut self,
+        name: &str,
+        then: Then,
+        reason: &str,
+        progress: Option<UnboundedSender<StopProgress>>,
+    ) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        let mut params = StopParams::ordinary(unit);
+        if let Some(watcher) = progress
+            && unit.state != State::Stopping
+        {
+            let _ = watcher.send(StopProgress::Began {
+                signal: unit.config.stop_signal,
+                mode: unit.config.stop_mode,
+                budget: params.budget,
+            });
+            let (steps, mut rx) = unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(step) = rx.recv().await {
+                    if let Some(progress) = StopProgress::of(step)
+                        && watcher.send(progress).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            params.progress = Some(steps);
+        }
+        self.begin_stop_with(name, then, reason, params);
     }
 
     fn stop_result(&self, name: &str, report: Option<UnitStopReport>) -> StopResult {
@@ -151,8 +201,15 @@ impl Actor {
                 let _ = reply.send(Ok(self.stop_result(name, report.clone())));
             }
         }
-        for reply in self.waiters.remove.remove(name).unwrap_or_default() {
-            let _ = reply.send(Ok(()));
+        let removed = self.waiters.remove.remove(name).unwrap_or_default();
+        if !removed.is_empty() {
+            let report = self.last_stop.get(name).cloned();
+            for reply in removed {
+                let _ = reply.send(Ok(report.clone()));
+            }
+        }
+        if !self.units.contains_key(name) {
+            self.last_stop.remove(name);
         }
     }
 

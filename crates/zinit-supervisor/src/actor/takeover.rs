@@ -47,6 +47,8 @@ impl Actor {
                 cgroup: found.cgroup.clone(),
                 started: Instant::now(),
                 alive: true,
+                // Its output went to the previous server's pipes.
+                output_closed: true,
             });
             let name = found.name.clone();
             self.invalid.remove(&name);

@@ -3,6 +3,7 @@
 
 use super::Fields;
 use super::checker::{Checker, MAX_DURATION};
+use super::types::{DEFAULT_TEST_INTERVAL, DEFAULT_TEST_TIMEOUT};
 use super::valid_name;
 use std::time::Duration;
 
@@ -34,10 +35,10 @@ pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>, name: &str) -> Comman
     let test = get("test").and_then(|v| c.command("test", v));
     let test_interval = get("test_interval")
         .and_then(|v| c.duration("test_interval", v, (MIN_TEST_INTERVAL, MAX_DURATION)))
-        .unwrap_or(Duration::from_millis(500));
+        .unwrap_or(DEFAULT_TEST_INTERVAL);
     let test_timeout = get("test_timeout")
         .and_then(|v| c.duration("test_timeout", v, (Duration::ZERO, MAX_DURATION)))
-        .unwrap_or(Duration::from_secs(60));
+        .unwrap_or(DEFAULT_TEST_TIMEOUT);
     let oneshot = get("oneshot")
         .and_then(|v| c.boolean("oneshot", v))
         .unwrap_or(false);

@@ -1,5 +1,6 @@
 //! Loading a config directory: every `*.yaml` / `*.yml` file, then the
-//! checks across files (duplicates, missing dependencies, cycles).
+//! checks across files (duplicates, missing dependencies, cycles). A valid
+//! file that depends on an invalid one stays valid: its service waits.
 
 use super::{ConfigError, MAX_FILE_SIZE, ServiceConfig, parse_service};
 use crate::graph;
@@ -22,12 +23,28 @@ impl ConfigSet {
         self.invalid.values().flatten().cloned().collect()
     }
 
-    /// Every warning of the valid services.
+    /// Every warning of the valid services, and each valid service that
+    /// will wait for a dependency whose file is invalid.
     pub fn warnings(&self) -> Vec<String> {
-        self.services
+        let mut out: Vec<String> = self
+            .services
             .values()
             .flat_map(|s| s.warnings.iter().cloned())
-            .collect()
+            .collect();
+        for service in self.services.values() {
+            for dep in service
+                .after
+                .iter()
+                .filter(|d| self.invalid.contains_key(*d))
+            {
+                out.push(format!(
+                    "{}: {} will wait for {dep}, whose service file is invalid",
+                    service.file.display(),
+                    service.name
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -154,40 +171,37 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigError> {
     Ok(set)
 }
 
-/// Marks services whose dependencies are missing, invalid or in a cycle as
-/// invalid, until nothing changes.
+/// Marks services whose dependencies are missing (no file at all) or in a
+/// cycle as invalid. A dependency whose file is invalid is no error of the
+/// service that depends on it: that one waits for it (blocked), and
+/// [`ConfigSet::warnings`] says so.
 pub(crate) fn check_dependencies(set: &mut ConfigSet) {
-    loop {
-        let mut broken: Vec<(String, ConfigError)> = Vec::new();
-        for service in set.services.values() {
-            for dep in &service.after {
-                if set.services.contains_key(dep) {
-                    continue;
-                }
-                let why = if set.invalid.contains_key(dep) {
-                    "depends on a service whose file is invalid"
-                } else {
-                    "depends on a service that does not exist"
-                };
-                let line = service
-                    .source
-                    .lines()
-                    .position(|l| l.contains(dep.as_str()))
-                    .map(|i| i + 1);
-                broken.push((
-                    service.name.clone(),
-                    ConfigError::field(&service.file, "after", Some(format!("{dep:?}")), why)
-                        .at_line(line),
-                ));
+    let mut broken: Vec<(String, ConfigError)> = Vec::new();
+    for service in set.services.values() {
+        for dep in &service.after {
+            if set.services.contains_key(dep) || set.invalid.contains_key(dep) {
+                continue;
             }
+            let line = service
+                .source
+                .lines()
+                .position(|l| l.contains(dep.as_str()))
+                .map(|i| i + 1);
+            broken.push((
+                service.name.clone(),
+                ConfigError::field(
+                    &service.file,
+                    "after",
+                    Some(format!("{dep:?}")),
+                    "depends on a service that does not exist",
+                )
+                .at_line(line),
+            ));
         }
-        if broken.is_empty() {
-            break;
-        }
-        for (name, error) in broken {
-            set.services.remove(&name);
-            set.invalid.entry(name).or_default().push(error);
-        }
+    }
+    for (name, error) in broken {
+        set.services.remove(&name);
+        set.invalid.entry(name).or_default().push(error);
     }
     let deps: BTreeMap<String, Vec<String>> = set
         .services
@@ -207,13 +221,5 @@ pub(crate) fn check_dependencies(set: &mut ConfigSet) {
                 set.invalid.entry(name.clone()).or_default().push(error);
             }
         }
-    }
-    // Services that depended on a cycle member are now missing a dependency.
-    if set
-        .services
-        .values()
-        .any(|s| s.after.iter().any(|d| !set.services.contains_key(d)))
-    {
-        check_dependencies(set);
     }
 }

@@ -24,8 +24,9 @@ pub use checker::MAX_DURATION;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{ConfigSet, load_dir, parse_file};
 pub use types::{
-    DEFAULT_MAX_RESTARTS, DEFAULT_STOP_TIMEOUT, LogConfig, LogFile, LogMode, MAX_STOP_TIMEOUT,
-    RestartMode, RestartPolicy, RunAs, ServiceConfig,
+    DEFAULT_MAX_RESTARTS, DEFAULT_STOP_TIMEOUT, DEFAULT_TEST_INTERVAL, DEFAULT_TEST_TIMEOUT,
+    LogConfig, LogFile, LogMode, MAX_STOP_TIMEOUT, RestartMode, RestartPolicy, RunAs,
+    ServiceConfig,
 };
 
 use checker::{Checker, kind, show};

@@ -13,6 +13,10 @@ pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_RESTARTS: u32 = 10;
 /// The stop timeout when none is given (as in the original zinit).
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a readiness test is retried when the file does not say.
+pub const DEFAULT_TEST_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a readiness test may keep failing when the file does not say.
+pub const DEFAULT_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a unit's output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,4 +209,39 @@ pub struct ServiceConfig {
     pub limits: Vec<Limit>,
     /// Things worth a warning that are not errors (a capped timeout).
     pub warnings: Vec<String>,
+}
+
+impl ServiceConfig {
+    /// A oneshot that runs `argv` as it is, with every other field at the
+    /// default a service file gets: what an ad-hoc job (`job run -- CMD
+    /// ARGS`) runs. Nothing is parsed, so any argument goes through.
+    pub fn for_command(name: &str, argv: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            file: PathBuf::from("(job command)"),
+            source: String::new(),
+            exec: argv,
+            test: None,
+            test_interval: DEFAULT_TEST_INTERVAL,
+            test_timeout: DEFAULT_TEST_TIMEOUT,
+            oneshot: true,
+            after: Vec::new(),
+            stop_signal: Signal::SIGTERM,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            stop_command: None,
+            stop_mode: StopMode::Tree,
+            log: LogConfig {
+                mode: LogMode::Ring,
+                file: None,
+            },
+            env: Vec::new(),
+            dir: None,
+            ports: Vec::new(),
+            process_filters: Vec::new(),
+            restart: RestartPolicy::default_for(true),
+            run_as: None,
+            limits: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
