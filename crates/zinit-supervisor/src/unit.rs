@@ -4,6 +4,7 @@
 use crate::backoff::Backoff;
 use crate::config::ServiceConfig;
 use crate::state::State;
+use crate::stopping::UnitStopReport;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,8 @@ pub(crate) struct Instance {
     pub started: Instant,
     /// Whether processes of the instance are still alive.
     pub alive: bool,
+    /// Whether its main process's exit (and status) has been reported.
+    pub main_exited: bool,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires
@@ -131,6 +134,10 @@ pub(crate) struct Unit {
     pub waiting_for: Vec<String>,
     /// Its instance was adopted from a previous server.
     pub adopted: bool,
+    /// A finished stop held back until the main process's exit status
+    /// arrives (its stop number and report), so that the stop's answer
+    /// carries the status.
+    pub stop_awaiting_exit: Option<(u64, Result<UnitStopReport, String>)>,
 }
 
 impl Unit {
@@ -151,6 +158,7 @@ impl Unit {
             last_exit: None,
             waiting_for: Vec::new(),
             adopted: false,
+            stop_awaiting_exit: None,
         }
     }
 

@@ -47,6 +47,7 @@ impl Actor {
                 cgroup: found.cgroup.clone(),
                 started: Instant::now(),
                 alive: true,
+                main_exited: false,
             });
             let name = found.name.clone();
             self.invalid.remove(&name);
