@@ -165,6 +165,8 @@ struct Lab {
     /// Command-line texts of processes that may outlive the server briefly
     /// (see the probe's `--linger`).
     linger: Vec<String>,
+    /// The scenario's PID namespace (`pid:[INODE]`), once it runs.
+    pid_ns: Option<PathBuf>,
 }
 
 impl Lab {
@@ -184,6 +186,7 @@ impl Lab {
             init: None,
             restart: None,
             linger: Vec::new(),
+            pid_ns: None,
         }
     }
 
@@ -266,6 +269,10 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.pid_ns = Some(
+            std::fs::read_link(format!("/proc/{}/ns/pid", self.init_host_pid()?))
+                .map_err(|e| format!("the namespace: {e}"))?,
+        );
         self.expect_mode()
     }
 
@@ -464,20 +471,27 @@ impl Lab {
 
 impl Drop for Lab {
     /// Ends the namespace (and with it whatever a failed scenario left in
-    /// it) and waits, bounded, until its processes are gone; a tagged
+    /// it) and waits, bounded, until no process is left in it; a tagged
     /// process outside the namespace is left for the tag's leak check.
     fn drop(&mut self) {
         if let Some(mut init) = self.init.take() {
             let _ = init.kill();
             let _ = init.wait();
         }
+        let Some(ns) = &self.pid_ns else {
+            return;
+        };
+        let in_namespace = || {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| {
+                    std::fs::read_link(entry.path().join("ns/pid")).is_ok_and(|l| l == *ns)
+                })
+        };
         let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end
-            && self.tag.pids().into_iter().any(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.windows(8).any(|w| w == b"ns-init\0"))
-            })
-        {
+        while Instant::now() < end && in_namespace() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -766,6 +780,18 @@ fn stopped_event<'a>(events: &'a [Value], unit: &str) -> Result<&'a Value, Strin
     kind(events, "unit_stopped")
         .find(|e| e["unit"] == unit)
         .ok_or_else(|| format!("no unit_stopped for {unit}"))
+}
+
+/// The main process's exit status in the `unit_stopped` event of `unit`
+/// (a unit this server started always has one); an error when missing.
+fn exit_status<'a>(events: &'a [Value], unit: &str) -> Result<&'a Value, String> {
+    let stopped = stopped_event(events, unit)?;
+    let status = &stopped["exit_status"];
+    ensure!(
+        !status.is_null(),
+        "{unit} stopped without its main process's exit status: {stopped}"
+    );
+    Ok(status)
 }
 
 fn stopped_duration(events: &[Value], unit: &str) -> Result<f64, String> {
@@ -1347,6 +1373,7 @@ fn real_programs(mode: Mode) -> Outcome {
             num(stopped, "duration")? < 5.0,
             "{name} took too long: {stopped}"
         );
+        exit_status(&events, name)?;
     }
     ensure!(
         !kind(&events, "signal_sent").any(|e| e["signal"] == "SIGKILL"),
@@ -1634,7 +1661,7 @@ fn hostile_trees(mode: Mode) -> Outcome {
     Ok("respawner, fork storm, zombies, stopped, leader-first (group, main): none left".into())
 }
 
-/// Freeze, then kill: a respawner (a tree of 7 whose parents replace dying
+/// Freeze, then kill: a respawner (a tree of 17 whose parents replace dying
 /// children) and a fork storm, both ignoring SIGTERM, are frozen at their
 /// 1 s timeout and killed: nothing respawned meanwhile, nothing was left
 /// for the sweep, each unit done within its budget and the kill wait.
@@ -1643,7 +1670,7 @@ fn freeze_then_kill_term_ignoring_respawner_and_storm(mode: Mode) -> Outcome {
     let budget = 1.0;
     lab.service(
         "respawner",
-        "--width 3 --depth 2 --respawn --ignore-term all",
+        "--width 8 --depth 2 --respawn --ignore-term all",
         "stop_timeout_ms: 1000\n",
     );
     lab.service(
@@ -1653,7 +1680,7 @@ fn freeze_then_kill_term_ignoring_respawner_and_storm(mode: Mode) -> Outcome {
     );
     lab.start(&[])?;
     lab.wait_running(&["respawner", "storm"])?;
-    lab.wait_started("respawner", 7)?;
+    lab.wait_started("respawner", 17)?;
     lab.wait_log("storm", "storm children", 20, |l| {
         l.kind == "start" && l.role == "storm"
     })?;
@@ -1690,13 +1717,13 @@ fn freeze_then_kill_term_ignoring_respawner_and_storm(mode: Mode) -> Outcome {
         .filter(|l| l.kind == "signal" && l.sig.as_deref() == Some("SIGTERM"))
         .count();
     ensure!(
-        terms == 7,
-        "each of the 7 respawner processes received (and ignored) SIGTERM: {terms}"
+        terms == 17,
+        "each of the 17 respawner processes received (and ignored) SIGTERM: {terms}"
     );
     let started = starts(&lab, "respawner");
     ensure!(
-        started == 7,
-        "the respawner replaced children during the stop ({started} started, 7 before)"
+        started == 17,
+        "the respawner replaced children during the stop ({started} started, 17 before)"
     );
     ensure!(
         !logs.iter().any(|l| l.kind == "exit"),
@@ -1713,7 +1740,7 @@ fn freeze_then_kill_term_ignoring_respawner_and_storm(mode: Mode) -> Outcome {
         .as_u64()
         .unwrap_or(0);
     Ok(format!(
-        "a TERM-ignoring respawner (7, none replaced) and fork storm ({killed} killed) frozen and killed at 1 s"
+        "a TERM-ignoring respawner (17, none replaced) and fork storm ({killed} killed) frozen and killed at 1 s"
     ))
 }
 
@@ -2150,7 +2177,10 @@ fn a_stop_signal_from_the_service_file(mode: Mode) -> Outcome {
             "{name} did not stop on {signal}: {stopped}"
         );
     }
-    let sleep_exit = &stopped_event(&events, "sleep")?["exit_status"];
+    for name in ["int", "hup"] {
+        exit_status(&events, name)?;
+    }
+    let sleep_exit = exit_status(&events, "sleep")?;
     ensure!(
         sleep_exit["signal"] == "SIGUSR1" || sleep_exit["signal"] == 10,
         "sleep should have died of SIGUSR1: {sleep_exit}"
