@@ -922,11 +922,6 @@ fn server_host_pid(lab: &Lab) -> Result<i32, String> {
     }
 }
 
-fn now_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
-}
-
 /// Whether `event` is the plan of a real (not dry) shutdown.
 fn is_plan(event: &Value) -> bool {
     event["kind"] == "plan" && event["dry_run"] == false
@@ -2012,7 +2007,7 @@ fn a_client_that_leaves_does_not_stop_the_shutdown(mode: Mode) -> Outcome {
     lab.wait_running(&["stubborn", "polite"])?;
     lab.wait_started("stubborn", 2)?;
     lab.wait_started("polite", 3)?;
-    let t0 = now_ns();
+    let t0 = zinit_tests::monotonic_ns();
     let mut client = Client::shutdown(&lab, &[])?;
     client.wait_for("the plan", Duration::from_secs(10), is_plan)?;
     client.wait_for("stubborn's stop", Duration::from_secs(10), |e| {
@@ -2498,7 +2493,7 @@ fn the_watchdog_ends_a_wedged_shutdown(mode: Mode) -> Outcome {
     lab.wait_running(&["svc", "other"])?;
     lab.wait_started("svc", 5)?;
     lab.wait_started("other", 2)?;
-    let t0 = now_ns();
+    let t0 = zinit_tests::monotonic_ns();
     let (code, _events) = lab.shutdown(&["--timeout", "3s"]);
     let report = lab.finish()?;
     ensure!(
@@ -2539,7 +2534,7 @@ fn the_deadline_holds_for_real(mode: Mode) -> Outcome {
     lab.start(&[])?;
     lab.wait_running(&["long", "front"])?;
     let started = Instant::now();
-    let t0 = now_ns();
+    let t0 = zinit_tests::monotonic_ns();
     let (code, events) = lab.shutdown(&[]);
     let report = lab.finish()?;
     ensure!(report.survivors.is_empty(), "{report:?}");
