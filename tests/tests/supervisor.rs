@@ -1264,3 +1264,42 @@ async fn a_job_whose_dependency_is_not_coming_fails_instead_of_waiting() {
     assert_eq!(status.reason, "cannot run: waiting for dead (failed)");
     stop_all(&sup).await;
 }
+
+/// A stop answers with the main process's exit status: the stop can see
+/// the process gone before the main process's waiter has reaped it, and the
+/// answer (and a shutdown's `unit_stopped` event, which is built from the
+/// same) must still carry the status. Many stops, to meet the race.
+#[tokio::test]
+async fn a_stop_answers_with_the_main_process_exit_status() {
+    let stack = Stack::new("exitstatus");
+    for root in stack.tag.cgroup_modes() {
+        stack.reset();
+        let sleep = stack.tag.program("sleep");
+        std::fs::write(
+            stack.conf.join("sleeper.yaml"),
+            format!("exec: {} 1000\n", sleep.display()),
+        )
+        .expect("write service");
+        let sup = stack.start(root.clone());
+        for round in 0..40 {
+            let started =
+                tokio::time::timeout(Duration::from_secs(10), sup.start_unit("sleeper", true))
+                    .await
+                    .expect("start within 10 s")
+                    .expect("start");
+            assert_eq!(started.state, State::Running, "round {round}");
+            let stopped = tokio::time::timeout(Duration::from_secs(10), sup.stop_unit("sleeper"))
+                .await
+                .expect("stop within 10 s")
+                .expect("stop");
+            assert_eq!(
+                stopped.status.last_exit,
+                Some(zinit_process::spawn::ExitStatus::Signaled(
+                    Signal::SIGTERM as i32
+                )),
+                "round {round}: the stop's answer has no exit status: {:#?}",
+                stopped.status
+            );
+        }
+    }
+}

@@ -525,7 +525,6 @@ impl<'a> Run<'a> {
         let cgroup = self.members.cgroup().cloned();
         if let Some(cgroup) = &cgroup {
             let _ = cgroup.freeze(Duration::from_millis(500)).await;
-            test_hooks::maybe_wedge("after-freeze").await;
             self.rescan().await?;
         } else {
             // SIGSTOP from the top down, so no parent replaces a stopped
@@ -547,6 +546,7 @@ impl<'a> Run<'a> {
                 self.rescan().await?;
             }
         }
+        test_hooks::maybe_wedge("after-freeze").await;
         let mut targets: Vec<(i32, usize)> =
             self.live.iter().map(|(pid, t)| (*pid, t.depth)).collect();
         crate::proc_table::sort_deepest_first(&mut targets);

@@ -4,6 +4,7 @@
 use crate::backoff::Backoff;
 use crate::config::ServiceConfig;
 use crate::state::State;
+use crate::stopping::UnitStopReport;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,8 @@ pub(crate) struct Instance {
     pub alive: bool,
     /// Whether its output pipes have reached end of file (or it has none).
     pub output_closed: bool,
+    /// Whether its main process's exit (and status) has been reported.
+    pub main_exited: bool,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires
@@ -136,6 +139,10 @@ pub(crate) struct Unit {
     pub waiting_for: Vec<String>,
     /// Its instance was adopted from a previous server.
     pub adopted: bool,
+    /// A finished stop held back until the main process's exit status
+    /// arrives (its stop number and report), so that the stop's answer
+    /// carries the status.
+    pub stop_awaiting_exit: Option<(u64, Result<UnitStopReport, String>)>,
 }
 
 impl Unit {
@@ -157,6 +164,7 @@ impl Unit {
             last_exit: None,
             waiting_for: Vec::new(),
             adopted: false,
+            stop_awaiting_exit: None,
         }
     }
 

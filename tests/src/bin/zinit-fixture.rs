@@ -332,6 +332,8 @@ impl Fixture {
                 std::process::exit(0);
             }
             "storm" => {
+                // Logged, so a test can see the storm going.
+                self.started(&me);
                 std::thread::sleep(Duration::from_millis(20));
                 std::process::exit(0);
             }

@@ -4,7 +4,14 @@
 //!
 //! `zinit-probe reaper --tag T --fixture PATH`
 //! `unshare --pid --fork --mount-proc zinit-probe pid-reuse --tag T --fixture PATH`
-//! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... [--restart-when FILE [--impostor CMD]] -- SERVER ARGS`
+//! `unshare --pid --net --fork --mount-proc zinit-probe ns-init --tag T --report FILE [--spawn CMD]... [--linger TEXT]... [--restart-when FILE [--impostor CMD]] -- SERVER ARGS`
+//!
+//! ns-init starts each `--spawn` command (an extra process outside any unit)
+//! before the server; a scenario that needs an extra to be ready waits for
+//! it (the fixture's log). After the server has exited, a process whose
+//! command line contains a `--linger` TEXT gets up to 5 s to end by itself
+//! before anything still there is reported as a survivor (a client inside
+//! the namespace waits for the server to be gone before it exits).
 //!
 //! With `--restart-when FILE`, ns-init starts the server again each time it
 //! was killed by a signal and FILE appears (it removes FILE first); if the file holds a
@@ -267,8 +274,6 @@ fn ns_init() -> i32 {
         lines.push(format!("extra pid={}", child.id()));
         std::mem::forget(child);
     }
-    // Give extras a moment to bind their ports before the server starts.
-    std::thread::sleep(Duration::from_millis(300));
     let restart_when = args[..split]
         .windows(2)
         .find(|w| w[0] == "--restart-when")
@@ -317,12 +322,29 @@ fn ns_init() -> i32 {
         }
     }
     // Zombies of the server's children are re-parented to us: reap them first.
+    reap_all();
+    // A process that may outlive the server by a moment (the client that
+    // asked, which the sweep spares and which waits for the server to be
+    // gone) gets a bounded time to end by itself; if it does not, it is
+    // listed as a survivor below.
+    let lingering: Vec<&String> = args[..split]
+        .windows(2)
+        .filter(|w| w[0] == "--linger")
+        .map(|w| &w[1])
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut status = 0;
-        // SAFETY: as above.
-        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+        let waiting: Vec<i32> = namespace_processes()
+            .into_iter()
+            .filter(|(_, state, cmd)| *state != 'Z' && lingering.iter().any(|l| cmd.contains(*l)))
+            .map(|(pid, _, _)| pid)
+            .collect();
+        if waiting.is_empty() || Instant::now() > end {
+            lines.extend(waiting.iter().map(|pid| format!("lingered pid={pid}")));
             break;
         }
+        reap_all();
+        std::thread::sleep(Duration::from_millis(5));
     }
     for (pid, state, cmdline) in namespace_processes() {
         if impostors.contains(&pid) {

@@ -252,6 +252,7 @@ impl Actor {
             started: Instant::now(),
             alive: true,
             output_closed,
+            main_exited: false,
         });
         unit.last_exit = None;
         unit.adopted = false;
@@ -394,10 +395,15 @@ impl Actor {
         let Some(unit) = self.units.get_mut(name) else {
             return;
         };
-        if unit.instance.as_ref().is_none_or(|i| i.id != instance) {
+        let Some(current) = unit.instance.as_mut().filter(|i| i.id == instance) else {
+            return;
+        };
+        current.main_exited = true;
+        unit.last_exit = status;
+        if let Some((stop_op, report)) = unit.stop_awaiting_exit.take() {
+            self.stop_done(name, stop_op, report);
             return;
         }
-        unit.last_exit = status;
         if !matches!(unit.state, State::Starting | State::Running) {
             return;
         }
@@ -482,6 +488,16 @@ impl Actor {
             .as_ref()
             .map(|r| r.processes.leftovers.len())
             .unwrap_or(0);
+        // Every process is gone, but the main process's waiter may not have
+        // reaped it yet: its status comes with `main_exited`, which finishes
+        // this stop (the waiter reports whenever the main process is gone).
+        if report.is_ok()
+            && leftovers == 0
+            && unit.instance.as_ref().is_some_and(|i| !i.main_exited)
+        {
+            unit.stop_awaiting_exit = Some((stop_op, report));
+            return;
+        }
         if let Some(instance) = unit.instance.as_mut() {
             instance.alive = leftovers > 0;
             if leftovers == 0

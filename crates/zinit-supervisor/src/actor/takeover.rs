@@ -49,6 +49,7 @@ impl Actor {
                 alive: true,
                 // Its output went to the previous server's pipes.
                 output_closed: true,
+                main_exited: false,
             });
             let name = found.name.clone();
             self.invalid.remove(&name);
