@@ -191,16 +191,22 @@ pub fn output_within(command: &mut std::process::Command, bound: Duration) -> st
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    output_within_child(child, bound)
+}
+
+/// Waits for a started child and collects what it still has to say on its
+/// piped streams, failing the test (after killing it) past `bound`.
+pub fn output_within_child(child: std::process::Child, bound: Duration) -> std::process::Output {
     let pid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(bound) {
-        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for {command:?}: {e}")),
+        Ok(output) => output.unwrap_or_else(|e| panic!("waiting for pid {pid}: {e}")),
         Err(_) => {
             reap_pid(pid);
-            panic!("{command:?} did not end within {bound:?}");
+            panic!("pid {pid} did not end within {bound:?}");
         }
     }
 }

@@ -81,33 +81,72 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
         write(
             "limited",
             format!(
-                "exec: {sleep} 1002\nlimits:\n  nofile: 512\nenv:\n  GREETING: hi\ndir: {dir}\n"
+                "exec: {sleep} 1002\nlimits:\n  nofile: 512\n  core: 0\n  nproc: \"300:400\"\n\
+                 env:\n  GREETING: hi\ndir: {dir}\n"
+            ),
+        );
+        // `env` overrides everything else, the passed-through locale too.
+        write(
+            "envy",
+            format!(
+                "exec: {sleep} 1008\nenv:\n  PATH: /opt/envy/bin\n  LANG: fr_FR.UTF-8\n  HOME: /srv/envy\n"
             ),
         );
         // The fallback mode is forced with ZINIT_CGROUP=off (which must not
         // reach the services either).
-        let env: &[(&str, &str)] = if cgroups {
-            &[]
-        } else {
-            &[("ZINIT_CGROUP", "off")]
-        };
+        let mut env: Vec<(&str, &str)> = vec![
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "Europe/Paris"),
+            ("LANGUAGE", "en"),
+        ];
+        if !cgroups {
+            env.push(("ZINIT_CGROUP", "off"));
+        }
+        let env = env.as_slice();
         let mut server = Server::start_careless(&tag, &conf, &[], env).await;
         let info = server.zinit(&["--json", "info"]).json();
         assert_eq!(
             info["cgroups"],
             cgroups && zinit_tests::host_allows_cgroups()
         );
-        server.wait_running(&["plain", "nobody", "limited", "grouped", "silent"]);
+        server.wait_running(&["plain", "nobody", "limited", "grouped", "silent", "envy"]);
+        // The server raised its own open-file limit (a pidfd per process);
+        // its children get the original back (below).
+        let server_nofile = Inherited::of(server.child.pid()).nofile;
+        assert!(
+            server_nofile > 1024,
+            "the server kept {server_nofile} open files"
+        );
 
         // Services, and the user's identity for a user: service.
         let plain = check_started(&server, "plain", 1024);
         assert_eq!(plain.cwd, Path::new("/"));
         assert_eq!(plain.var("USER"), Some("root"));
         assert_eq!(plain.var("HOME"), Some("/root"));
+        // The locale and time zone pass through; nothing else of the server's.
+        for (key, value) in [
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "Europe/Paris"),
+            ("LANGUAGE", "en"),
+        ] {
+            assert_eq!(plain.var(key), Some(value), "{key}");
+        }
+        let envy = check_started(&server, "envy", 1024);
+        assert_eq!(envy.var("PATH"), Some("/opt/envy/bin"));
+        assert_eq!(envy.var("LANG"), Some("fr_FR.UTF-8"));
+        assert_eq!(envy.var("HOME"), Some("/srv/envy"));
+        assert_eq!(envy.var("TZ"), Some("Europe/Paris"));
         let nobody = check_started(&server, "nobody", 1024);
         assert_eq!(nobody.var("USER"), Some("nobody"));
         assert_eq!(nobody.var("LOGNAME"), Some("nobody"));
         assert_eq!(nobody.var("HOME"), Some("/nonexistent"));
+        assert_eq!(
+            nobody.var("SHELL"),
+            Some("/usr/sbin/nologin"),
+            "from the password entry"
+        );
         assert_eq!(nobody.cwd, Path::new("/"), "no home directory: /");
         assert_eq!(
             nobody.ids,
@@ -132,6 +171,17 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             kept.stdout
         );
         let limited = check_started(&server, "limited", 512);
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid_of("limited")))
+            .expect("limits");
+        let limit = |name: &str| {
+            limits
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert!(limit("Max core file size").contains("0 0"), "{limits}");
+        assert!(limit("Max processes").contains("300 400"), "{limits}");
         assert_eq!(limited.var("GREETING"), Some("hi"));
         assert_eq!(limited.cwd, tag.dir());
 

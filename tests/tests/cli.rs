@@ -1638,3 +1638,150 @@ fn the_readme_cli_reference_names_every_command_and_flag() {
         "not in the README's CLI section: {missing:?}"
     );
 }
+
+/// The defaults the README's CLI reference promises: `kill NAME` sends
+/// SIGTERM to the main process only; `logs` without a name shows every
+/// unit and `-n N` only the last N lines; `start --no-wait` answers before
+/// the unit is ready while `start` on a oneshot waits until it exited;
+/// `shutdown --watch` never starts a shutdown; `reboot` outside zinit_pid1
+/// is a shutdown; the server honours `ZINIT_SOCKET` and refuses a
+/// `--shutdown-timeout` beyond 30 s.
+#[tokio::test]
+async fn the_defaults_the_cli_reference_promises() {
+    let tag = Tag::new("cli-defaults");
+    let conf = conf_dir(&tag);
+    let log = tag.dir().join("tree.log");
+    let flag = tag.dir().join("ready");
+    service(
+        &tag,
+        &conf,
+        "tree",
+        &format!("--log {} --width 2 --output-lines 3", log.display()),
+        "",
+    );
+    service(&tag, &conf, "other", "--output-lines 2", "");
+    service(
+        &tag,
+        &conf,
+        "slow",
+        "",
+        &format!(
+            "test: /bin/sh -c 'test -f {}' {}\ntest_interval: 50ms\n",
+            flag.display(),
+            tag.as_str()
+        ),
+    );
+    service(
+        &tag,
+        &conf,
+        "once",
+        "--exit-after-ms 300",
+        "oneshot: true\n",
+    );
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["tree", "other"]);
+
+    // kill NAME: SIGTERM, to the main process only.
+    assert_eq!(server.zinit(&["kill", "tree"]).code, 0);
+    let end = Instant::now() + Duration::from_secs(5);
+    let signals = loop {
+        let signals: Vec<zinit_tests::LogLine> = zinit_tests::read_log(&log)
+            .into_iter()
+            .filter(|l| l.kind == "signal")
+            .collect();
+        if !signals.is_empty() || Instant::now() > end {
+            break signals;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert_eq!(signals[0].sig.as_deref(), Some("SIGTERM"));
+    assert_eq!(signals[0].depth, 0, "the main process");
+
+    // logs: every unit without a name; -n N cuts to the last N lines.
+    let all = server.zinit(&["logs"]);
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(
+        all.stdout.contains("[tree]") || all.stdout.contains("tree"),
+        "{}",
+        all.stdout
+    );
+    assert!(all.stdout.contains("other"), "{}", all.stdout);
+    let last = server.zinit(&["logs", "other", "-n", "1"]);
+    assert_eq!(last.stdout.lines().count(), 1, "{}", last.stdout);
+
+    // start --no-wait answers while the unit is still starting; start on a
+    // oneshot waits until it exited.
+    assert_eq!(server.zinit(&["stop", "slow"]).code, 0);
+    let quick = server.zinit(&["--json", "start", "slow", "--no-wait"]);
+    assert_eq!(quick.code, 0, "{}", quick.stderr);
+    assert_eq!(
+        until_state(&server, "slow", "starting")["state"],
+        "starting"
+    );
+    std::fs::write(&flag, "").expect("flag");
+    until_state(&server, "slow", "running");
+    assert_eq!(server.zinit(&["stop", "once"]).code, 0);
+    let began = Instant::now();
+    let once = server.zinit(&["--json", "start", "once"]);
+    assert_eq!(once.code, 0, "{}", once.stderr);
+    assert!(
+        began.elapsed() >= Duration::from_millis(300),
+        "start returned before the oneshot exited"
+    );
+    assert_eq!(
+        server.zinit(&["--json", "status", "once"]).json()["state"],
+        "exited"
+    );
+
+    // shutdown --watch with no shutdown running starts none.
+    let watch = server.zinit(&["shutdown", "--watch"]);
+    assert_ne!(watch.code, 0, "{}", watch.stdout);
+    assert_eq!(server.zinit(&["status", "tree"]).code, 0, "still serving");
+    assert_eq!(
+        server.zinit(&["--json", "status", "other"]).json()["state"],
+        "running"
+    );
+
+    // reboot outside zinit_pid1: a shutdown like any other.
+    let reboot = server.zinit(&["reboot"]);
+    assert_eq!(reboot.code, 0, "{}{}", reboot.stdout, reboot.stderr);
+    assert!(
+        reboot.stdout.contains("summary: clean"),
+        "{}",
+        reboot.stdout
+    );
+
+    // The server honours ZINIT_SOCKET and caps --shutdown-timeout at 30 s.
+    let socket = tag.dir().join("env.sock");
+    let mut env_server = std::process::Command::new(workspace_bin("zinit_server"))
+        .arg("--config")
+        .arg(&conf)
+        .env("ZINIT_SOCKET", &socket)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < end, "no socket at ZINIT_SOCKET");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let down = run_cli(&socket, &["shutdown"]);
+    assert_eq!(down.code, 0, "{}{}", down.stdout, down.stderr);
+    let _ = env_server.wait();
+    let conf_text = conf.display().to_string();
+    let (code, stderr) = server_within(
+        &conf,
+        &[
+            "--config",
+            &conf_text,
+            "--shutdown-timeout",
+            "45s",
+            "--socket",
+            "/nonexistent/x.sock",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("30"), "{stderr}");
+}

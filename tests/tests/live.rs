@@ -140,3 +140,78 @@ async fn events_show_the_state_changes_of_a_restart_as_they_happen() {
     }
     assert_eq!(states, ["stopping", "stopped", "starting", "running"]);
 }
+
+#[tokio::test]
+async fn a_line_longer_than_64_kib_is_kept_in_pieces() {
+    let tag = Tag::new("live-long");
+    let conf = tag.dir().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    // One line of 150,000 bytes, then quiet.
+    std::fs::write(
+        conf.join("long.yaml"),
+        format!(
+            "exec: /usr/bin/python3 -c \"import sys,time; sys.stdout.write('y'*150000+chr(10)); sys.stdout.flush(); time.sleep(1000)\" {}\n",
+            tag.as_str()
+        ),
+    )
+    .expect("service");
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["long"]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let pieces: Vec<usize> = loop {
+        let out = server.zinit(&["--json", "logs", "long"]);
+        let pieces: Vec<usize> = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["text"].as_str().map(str::len))
+            .collect();
+        if pieces.iter().sum::<usize>() >= 150_000 || Instant::now() > end {
+            break pieces;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pieces.iter().sum::<usize>(), 150_000, "{pieces:?}");
+    assert!(pieces.len() >= 3, "{pieces:?}");
+    assert!(pieces.iter().all(|&n| n <= 64 * 1024), "{pieces:?}");
+}
+
+#[tokio::test]
+async fn a_follower_that_reads_nothing_for_10_s_is_dropped_with_a_message() {
+    let tag = Tag::new("live-stall");
+    let conf = tag.dir().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    // Long lines, fast: the follower's buffers fill within a moment.
+    std::fs::write(
+        conf.join("flood.yaml"),
+        format!(
+            "exec: /usr/bin/python3 -c \"import sys,itertools; [sys.stdout.write('z'*60000+chr(10)) for _ in itertools.count()]\" {}\n",
+            tag.as_str()
+        ),
+    )
+    .expect("service");
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["flood"]);
+    let mut follower = std::process::Command::new(workspace_bin("zinit"))
+        .arg("--socket")
+        .arg(&server.socket)
+        .args(["logs", "-f", "flood"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("follower");
+    // It reads nothing: its stdout is never read (the pipe fills), for 13 s.
+    let stdout = follower.stdout.take().expect("stdout");
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    // Now it drains what it has; the stream must have been ended.
+    let drain = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut sink = Vec::new();
+        let _ = BufReader::new(stdout).read_to_end(&mut sink);
+    });
+    let output = zinit_tests::output_within_child(follower, Duration::from_secs(20));
+    let _ = drain.join();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("read nothing for 10 s"), "{stderr}");
+}

@@ -47,6 +47,11 @@ fn defaults_follow_the_brief() {
     assert_eq!(service.stop_signal, Signal::SIGTERM);
     assert_eq!(service.stop_mode, StopMode::Tree);
     assert_eq!(service.restart.mode, RestartMode::Always);
+    assert_eq!(service.test_interval, Duration::from_millis(500));
+    assert_eq!(service.test_timeout, Duration::from_secs(60));
+    assert_eq!(service.log.mode, LogMode::Ring);
+    assert!(service.log.file.is_none());
+    assert_eq!(service.dir, None);
     let oneshot = parse("exec: /bin/true\noneshot: true").expect("valid");
     assert_eq!(oneshot.restart.mode, RestartMode::Never);
 }
