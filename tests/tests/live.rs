@@ -215,3 +215,93 @@ async fn a_follower_that_reads_nothing_for_10_s_is_dropped_with_a_message() {
     assert_ne!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("read nothing for 10 s"), "{stderr}");
 }
+
+/// Kubernetes' readiness probe relies on this: gRPC health says SERVING
+/// while the server runs and NOT_SERVING from the moment a shutdown begins,
+/// while the units are still being stopped.
+#[tokio::test]
+async fn health_says_not_serving_from_the_moment_a_shutdown_begins() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let tag = Tag::new("live-health");
+    let conf = tag.dir().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    // It ignores SIGTERM and has 3 s: the shutdown lasts that long.
+    std::fs::write(
+        conf.join("stubborn.yaml"),
+        format!(
+            "exec: {FIXTURE} --tag {} --ignore-term all\nstop_timeout_ms: 3000\n",
+            tag.as_str()
+        ),
+    )
+    .expect("service");
+    let token = tag.dir().join("token");
+    std::fs::write(&token, "health-health-health-health\n").expect("token");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Server::start(
+        &tag,
+        &conf,
+        &["--tcp", &addr, "--token-file", &token.display().to_string()],
+    )
+    .await;
+    server.wait_running(&["stubborn"]);
+    let channel = tonic::transport::Endpoint::try_from(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // The server as a whole (""), and the Control service by name.
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer health-health-health-health"
+                .parse()
+                .expect("header"),
+        );
+        async move {
+            health
+                .check(request)
+                .await
+                .map(|r| r.into_inner().status)
+                .expect("health")
+        }
+    };
+    for service in ["", "zinit.v1.Control"] {
+        assert_eq!(
+            status(service).await,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    let shutdown = Stream::start(&server, &["shutdown"]);
+    // The plan line says the shutdown has begun.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !shutdown
+        .next(end)
+        .expect("the shutdown prints its plan")
+        .contains("plan:")
+    {}
+    for service in ["", "zinit.v1.Control"] {
+        assert_eq!(
+            status(service).await,
+            ServingStatus::NotServing as i32,
+            "{service:?} during the shutdown"
+        );
+    }
+    assert!(
+        server.child.try_wait().expect("poll").is_none(),
+        "asked while the units were still being stopped"
+    );
+    drop(shutdown);
+    server.stop().await;
+}

@@ -138,13 +138,18 @@ pub async fn serve(
         }
     };
 
-    // Health goes NOT_SERVING as soon as a shutdown begins.
+    // Health goes NOT_SERVING as soon as a shutdown begins: the Control
+    // service and the server as a whole (the empty name, which probes such
+    // as Kubernetes' ask by default).
     let began = service.shutdown.began();
     let reporter = health.clone();
     tokio::spawn(async move {
         began.await;
         reporter
             .set_not_serving::<ControlServer<ControlService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     });
 
