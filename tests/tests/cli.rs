@@ -1785,3 +1785,39 @@ async fn the_defaults_the_cli_reference_promises() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("30"), "{stderr}");
 }
+
+/// The record beside the socket names the server that wrote it: a second
+/// server on the same path refuses to start while that server still runs,
+/// even when the socket file itself was removed (so the live-socket check
+/// cannot see it), and the first server goes on untouched.
+#[tokio::test]
+async fn a_second_server_refuses_while_the_one_that_wrote_the_record_runs() {
+    let tag = Tag::new("cli-record");
+    let conf = conf_dir(&tag);
+    service(&tag, &conf, "web", "", "");
+    let mut first = Server::start(&tag, &conf, &[]).await;
+    first.wait_running(&["web"]);
+    let web = first.pid_of("web");
+    std::fs::remove_file(&first.socket).expect("remove the socket file");
+    let conf_text = conf.display().to_string();
+    let socket_text = first.socket.display().to_string();
+    let (code, stderr) = server_within(
+        &conf,
+        &["--config", &conf_text, "--socket", &socket_text],
+        Duration::from_secs(15),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("still runs") && stderr.contains(&first.child.pid().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        first.child.try_wait().expect("poll").is_none(),
+        "the first server was touched"
+    );
+    assert!(
+        zinit_tests::carries_tag(web, tag.as_str()),
+        "web was touched"
+    );
+    first.stop().await;
+}

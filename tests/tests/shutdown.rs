@@ -1289,25 +1289,37 @@ fn a_server_killed_mid_shutdown_is_finished_by_the_next(mode: Mode) -> Outcome {
     ))
 }
 
-/// A service whose file changed while no server ran: the next server stops
-/// the old processes and starts the new command.
+/// A server crashes; the next one finds the files changed. A changed
+/// service is stopped with the stop signal recorded for it (the old file's
+/// SIGINT, not the new file's default) and started anew; a service whose
+/// file is gone is stopped with its recorded signal (SIGHUP) and forgotten;
+/// one stopped by request stays stopped; an adopted one whose exit status
+/// is unknown counts as a clean exit (no restart by `on-failure`).
 fn a_changed_service_is_replaced_after_a_crash(mode: Mode) -> Outcome {
     let mut lab = Lab::restartable("sd-changed", mode);
-    lab.service("web", "--width 1 -- version-one", "");
+    lab.service("web", "--width 1 -- version-one", "stop_signal: SIGINT\n");
+    lab.service("gone", "--exit-on HUP", "stop_signal: SIGHUP\n");
+    lab.service("resting", "", "");
+    lab.service("adoptee", "", "restart: on-failure\n");
     lab.start(&[])?;
-    lab.wait_running(&["web"])?;
+    lab.wait_running(&["web", "gone", "resting", "adoptee"])?;
     lab.wait_started("web", 2)?;
     let before = lab.main_pid("web")?;
+    let gone_pid = lab.main_pid("gone")?;
+    ensure!(lab.cli(&["stop", "resting"]).code == 0, "stop resting");
     let old = lab.kill_server()?;
     lab.service("web", "--width 1 -- version-two", "");
+    std::fs::remove_file(lab.conf.join("gone.yaml")).map_err(|e| e.to_string())?;
     lab.restart_server(old, None)?;
     let takeover = lab.takeover();
-    ensure!(
-        takeover["stopped"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|n| n == "web")),
-        "the changed unit was not stopped: {takeover}"
-    );
+    for name in ["web", "gone"] {
+        ensure!(
+            takeover["stopped"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == name)),
+            "{name} was not stopped: {takeover}"
+        );
+    }
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let now = lab.status("web");
@@ -1322,14 +1334,68 @@ fn a_changed_service_is_replaced_after_a_crash(mode: Mode) -> Outcome {
         ensure!(Instant::now() < end, "web was not replaced: {now}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let old_stopped = lab
-        .log("web")
-        .iter()
-        .any(|l| l.kind == "signal" && l.pid == before && l.sig.as_deref() == Some("SIGTERM"));
-    ensure!(old_stopped, "the old web was not stopped with its signal");
+    let stopped_with = |service: &str, pid: i32| {
+        lab.log(service)
+            .iter()
+            .find(|l| l.kind == "signal" && l.pid == pid)
+            .and_then(|l| l.sig.clone())
+    };
+    ensure!(
+        stopped_with("web", before).as_deref() == Some("SIGINT"),
+        "the old web was stopped with {:?}, not its recorded SIGINT",
+        stopped_with("web", before)
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while lab.cli(&["status", "gone"]).code == 0 {
+        ensure!(
+            Instant::now() < end,
+            "a unit whose file is gone was not forgotten: {}",
+            lab.status("gone")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(
+        stopped_with("gone", gone_pid).as_deref() == Some("SIGHUP"),
+        "gone was stopped with {:?}, not its recorded SIGHUP",
+        stopped_with("gone", gone_pid)
+    );
+
+    let resting = lab.status("resting");
+    ensure!(
+        resting["state"] == "stopped" && starts(&lab, "resting") == 1,
+        "resting was started again: {resting}"
+    );
+    ensure!(
+        lab.status("adoptee")["adopted"] == true,
+        "adoptee was not adopted"
+    );
+    ensure!(
+        lab.cli(&["kill", "adoptee", "KILL"]).code == 0,
+        "kill adoptee"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = lab.status("adoptee");
+        if now["state"] == "exited" {
+            break;
+        }
+        ensure!(
+            Instant::now() < end && now["state"] != "failed",
+            "an adopted unit's unknown exit did not count as clean: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(
+        starts(&lab, "adoptee") == 1,
+        "on-failure restarted an adopted unit after a clean exit"
+    );
     let (code, events) = lab.shutdown(&[]);
     expect_clean_end(&mut lab, code, &events, 0)?;
-    Ok("the old instance stopped with SIGTERM, the new one started".into())
+    Ok(
+        "changed: stopped with its recorded SIGINT, restarted; gone: recorded SIGHUP, \
+        forgotten; stopped by request stays stopped; an adopted exit counts as clean"
+            .into(),
+    )
 }
 
 // ----- trees and timing ------------------------------------------------------
