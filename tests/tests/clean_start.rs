@@ -69,6 +69,8 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             ),
         );
         write("nobody", format!("exec: {sleep} 1001\nuser: nobody\n"));
+        // A user whose home exists starts there.
+        write("homed", format!("exec: {sleep} 1009\nuser: root\n"));
         write(
             "grouped",
             format!("exec: {sleep} 1006\nuser: nobody\ngroup: daemon\n"),
@@ -110,7 +112,9 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             info["cgroups"],
             cgroups && zinit_tests::host_allows_cgroups()
         );
-        server.wait_running(&["plain", "nobody", "limited", "grouped", "silent", "envy"]);
+        server.wait_running(&[
+            "plain", "nobody", "limited", "grouped", "silent", "envy", "homed",
+        ]);
         // The server raised its own open-file limit (a pidfd per process);
         // its children get the original back (below).
         let server_nofile = Inherited::of(server.child.pid()).nofile;
@@ -148,6 +152,12 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             "from the password entry"
         );
         assert_eq!(nobody.cwd, Path::new("/"), "no home directory: /");
+        let homed = check_started(&server, "homed", 1024);
+        assert_eq!(
+            homed.cwd,
+            Path::new("/root"),
+            "a user: service starts at home"
+        );
         assert_eq!(
             nobody.ids,
             (65534, 65534, vec![65534]),

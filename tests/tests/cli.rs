@@ -360,6 +360,15 @@ async fn shutdown_from_the_cli_stops_everything_and_removes_the_socket() {
         "{}",
         out.stdout
     );
+    // "stopped" is said only once the server process has exited (it is
+    // our child: a zombie until we reap it).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.pid()));
+    assert!(
+        stat.as_deref().map_or(true, |s| s
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "the CLI said stopped while the server still ran: {stat:?}"
+    );
     assert_eq!(
         server.stop().await,
         Some(zinit_process::spawn::ExitStatus::Exited(0))
