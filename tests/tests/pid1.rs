@@ -45,6 +45,13 @@ fn state_of(pid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// The command name of a process.
+fn comm_of(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_string())
+}
+
 /// The parent of a process.
 fn ppid_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -702,12 +709,16 @@ fn a_hung_server_is_killed_and_everything_ends_in_time() {
         "--server",
         script.to_str().expect("utf-8"),
     ]);
+    // Once the script has become sleep, its trap is in place (a SIGTERM
+    // before that would end the script, not test the bound).
     assert!(
         until(Duration::from_secs(10), || zinit_tests::tagged_pids(
             ns.tag.as_str()
         )
         .iter()
-        .any(|&p| ppid_of(p) == Some(ns.pid1))),
+        .any(
+            |&p| ppid_of(p) == Some(ns.pid1) && comm_of(p).as_deref() == Some("sleep")
+        )),
         "the fake server runs"
     );
     let started = Instant::now();
