@@ -1582,6 +1582,27 @@ fn further_sigterms_join_the_running_shutdown() {
     );
 }
 
+/// A SIGTERM as soon as the server's socket exists (a container stopped
+/// right after its start) is an ordinary clean shutdown: the server, with
+/// nothing to stop yet, exits at once, and so does zinit_pid1 (0).
+#[test]
+fn a_sigterm_right_after_the_start_is_a_clean_shutdown() {
+    let _serial = one_at_a_time();
+    for round in 1..=5 {
+        let mut ns = Ns::new("p1-early");
+        ns.spawn(&[]);
+        assert!(
+            until(Duration::from_secs(15), || ns.socket.exists()),
+            "the socket appears: {}",
+            ns.pid1_log()
+        );
+        ns.signal_pid1(Signal::SIGTERM);
+        let status = ns.wait_end(Duration::from_secs(10));
+        ns.assert_ended(status, 0);
+        println!("round {round}: SIGTERM at the start, exit 0");
+    }
+}
+
 // ----- exit codes ------------------------------------------------------
 
 /// zinit_pid1 in a PID namespace of its own with `args` (nothing else);
