@@ -229,6 +229,71 @@ impl Ui {
     }
 }
 
+impl Ui {
+    /// Opens `GET path` and keeps the connection open once the answer's
+    /// head has arrived (at most 10 s): an event stream a page holds. The
+    /// stream closes when the [`Held`] drops.
+    pub fn hold(&self, path: &str, headers: &[(&str, &str)]) -> Held {
+        let mut stream = TcpStream::connect(&self.addr)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
+        let mut text = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (k, v) in headers {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        text.push_str("\r\n");
+        stream.write_all(text.as_bytes()).expect("send the request");
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no answer to GET {path} within 10 s");
+            stream.set_read_timeout(Some(left)).expect("timeout");
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("GET {path}: {e}"),
+            }
+        }
+        let response = parse_response(&raw).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        Held { response, stream }
+    }
+}
+
+/// An answer whose connection stays open (see [`Ui::hold`]).
+#[derive(Debug)]
+pub struct Held {
+    /// The status and headers; the body is what has arrived so far (after
+    /// the first read, with the chunks' framing: search it, do not parse it).
+    pub response: HttpResponse,
+    stream: TcpStream,
+}
+
+impl Held {
+    /// Reads on until `text` has arrived in the body (at most `bound`);
+    /// whether it did.
+    pub fn read_until(&mut self, text: &str, bound: Duration) -> bool {
+        let end = Instant::now() + bound;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if String::from_utf8_lossy(&self.response.body).contains(text) {
+                return true;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    return String::from_utf8_lossy(&self.response.body).contains(text);
+                }
+                Ok(n) => self.response.body.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
 impl Drop for Ui {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -45,6 +45,13 @@ fn state_of(pid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// The command name of a process.
+fn comm_of(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_string())
+}
+
 /// The parent of a process.
 fn ppid_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -390,6 +397,18 @@ impl Ns {
             })
     }
 
+    /// Joins the running shutdown through the socket and returns its
+    /// events (see [`watch_shutdown`]).
+    fn watch_shutdown(&self) -> Vec<Value> {
+        watch_shutdown(&self.socket)
+    }
+
+    /// How many lines of zinit_pid1's log (its own and the server's)
+    /// contain `text`.
+    fn log_count(&self, text: &str) -> usize {
+        self.pid1_log().lines().filter(|l| l.contains(text)).count()
+    }
+
     /// Asserts the end of a graceful shutdown: exit `code`, nothing of the
     /// tag left, the log's closing lines.
     fn assert_ended(&mut self, status: ExitStatus, code: i32) {
@@ -440,6 +459,27 @@ impl Drop for Ns {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Joins the running shutdown through `socket` (`zinit --json shutdown
+/// --watch`, tried for up to 5 s) and returns its events.
+fn watch_shutdown(socket: &Path) -> Vec<Value> {
+    let mut watched = None;
+    assert!(
+        until(Duration::from_secs(5), || {
+            let out = zinit_tests::run_cli(socket, &["--json", "shutdown", "--watch"]);
+            let ok = out.code == 0;
+            watched = Some(out);
+            ok
+        }),
+        "zinit shutdown --watch: {watched:?}"
+    );
+    watched
+        .expect("watched")
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -702,12 +742,16 @@ fn a_hung_server_is_killed_and_everything_ends_in_time() {
         "--server",
         script.to_str().expect("utf-8"),
     ]);
+    // Once the script has become sleep, its trap is in place (a SIGTERM
+    // before that would end the script, not test the bound).
     assert!(
         until(Duration::from_secs(10), || zinit_tests::tagged_pids(
             ns.tag.as_str()
         )
         .iter()
-        .any(|&p| ppid_of(p) == Some(ns.pid1))),
+        .any(
+            |&p| ppid_of(p) == Some(ns.pid1) && comm_of(p).as_deref() == Some("sleep")
+        )),
         "the fake server runs"
     );
     let started = Instant::now();
@@ -1389,4 +1433,526 @@ fn not_pid1_it_is_a_child_subreaper() {
         "{refused:?}"
     );
     println!("not PID 1: a child subreaper that adopted, reaped and swept only its own");
+}
+
+// ----- one shutdown per container ----------------------------------------
+
+/// The processes of a fixture unit that exited by themselves after one
+/// SIGTERM each (graceful, not killed): every process that started got
+/// exactly one SIGTERM and logged its exit.
+fn each_exited_after_one_sigterm(log: &[zinit_tests::LogLine]) -> Result<usize, String> {
+    let started: Vec<i32> = log
+        .iter()
+        .filter(|l| l.kind == "start")
+        .map(|l| l.pid)
+        .collect();
+    for pid in &started {
+        let terms = log
+            .iter()
+            .filter(|l| l.pid == *pid && l.kind == "signal" && l.sig.as_deref() == Some("SIGTERM"))
+            .count();
+        let other = log
+            .iter()
+            .filter(|l| l.pid == *pid && l.kind == "signal" && l.sig.as_deref() != Some("SIGTERM"))
+            .count();
+        let exited = log.iter().any(|l| l.pid == *pid && l.kind == "exit");
+        if terms != 1 || other != 0 || !exited {
+            return Err(format!(
+                "pid {pid}: {terms} SIGTERM(s), {other} other signal(s), exited by itself: {exited}; {log:?}"
+            ));
+        }
+    }
+    Ok(started.len())
+}
+
+/// SIGTERM, SIGINT and SIGPWR each start the graceful shutdown in a
+/// container (SIGPWR too, not only on a machine), and one SIGINT is not a
+/// force: a unit that takes 1.5 s to exit after its SIGTERM is waited for
+/// (not killed), the events say graceful, and zinit_pid1 exits 0.
+#[test]
+fn sigterm_sigint_or_sigpwr_alone_is_a_graceful_shutdown() {
+    let _serial = one_at_a_time();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR] {
+        let name = signal.as_str();
+        let mut ns = Ns::new("p1-once");
+        let slow = ns.service(
+            "slow",
+            "--width 1 --term-delay-ms 1500",
+            "shutdown_timeout: 10\n",
+        );
+        ns.start(&[]);
+        ns.wait_running(&[&slow]);
+        let started = Instant::now();
+        ns.signal_pid1(signal);
+        let events = ns.watch_shutdown();
+        let status = ns.wait_end(Duration::from_secs(20));
+        let took = started.elapsed();
+        ns.assert_ended(status, 0);
+        let stopped = events
+            .iter()
+            .find(|e| e["kind"] == "unit_stopped" && e["unit"] == slow.as_str())
+            .unwrap_or_else(|| panic!("{name}: no unit_stopped: {events:?}"));
+        assert_eq!(stopped["outcome"], "graceful", "{name}: {stopped}");
+        let summary = events
+            .iter()
+            .find(|e| e["kind"] == "summary")
+            .unwrap_or_else(|| panic!("{name}: no summary: {events:?}"));
+        assert_eq!(summary["units_killed"], 0, "{name}: {summary}");
+        assert_eq!(summary["processes_killed"], 0, "{name}: {summary}");
+        let processes = each_exited_after_one_sigterm(&read_log(&ns.fixture_log(&slow)))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(processes, 2, "{name}");
+        assert!(
+            took >= Duration::from_millis(1500),
+            "{name}: the 1.5 s exit was waited for, not cut: {took:?}"
+        );
+        let log = ns.pid1_log();
+        assert!(log.contains(&format!("{name}: shutting down")), "{log}");
+        assert!(
+            !log.contains("forcing"),
+            "{name} forced the shutdown: {log}"
+        );
+        println!(
+            "{name} alone: a graceful shutdown in {:.2}s, exit 0",
+            seconds(took)
+        );
+    }
+}
+
+/// Further SIGTERMs (orchestrators send more than one) join the running
+/// shutdown: one shutdown (one plan, begun once), not forced (each
+/// process still gets one SIGTERM and exits by itself), exit 0.
+#[test]
+fn further_sigterms_join_the_running_shutdown() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-again");
+    let slow = ns.service(
+        "slow",
+        "--width 1 --term-delay-ms 1500",
+        "shutdown_timeout: 10\n",
+    );
+    ns.start(&[]);
+    ns.wait_running(&[&slow]);
+    let started = Instant::now();
+    ns.signal_pid1(Signal::SIGTERM);
+    assert!(
+        until(Duration::from_secs(5), || read_log(&ns.fixture_log(&slow))
+            .iter()
+            .any(|l| l.kind == "signal")),
+        "the first SIGTERM started the shutdown"
+    );
+    let socket = ns.socket.clone();
+    let watcher = std::thread::spawn(move || watch_shutdown(&socket));
+    for n in 1..=3 {
+        // A forced shutdown could already be over: then pid1 is gone.
+        let sent = ProcessId::of(ns.pid1)
+            .and_then(|id| ProcessHandle::open(id).ok())
+            .is_some_and(|h| h.signal(Signal::SIGTERM).is_ok());
+        assert!(
+            sent,
+            "the shutdown was over before further SIGTERM {n} (forced?): {}",
+            ns.pid1_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = watcher.join().expect("the watcher");
+    let status = ns.wait_end(Duration::from_secs(20));
+    let took = started.elapsed();
+    ns.assert_ended(status, 0);
+    let plans = events.iter().filter(|e| e["kind"] == "plan").count();
+    assert_eq!(plans, 1, "one shutdown: {events:?}");
+    let stopped = events
+        .iter()
+        .find(|e| e["kind"] == "unit_stopped")
+        .expect("unit_stopped");
+    assert_eq!(stopped["outcome"], "graceful", "{stopped}");
+    each_exited_after_one_sigterm(&read_log(&ns.fixture_log(&slow)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(took >= Duration::from_millis(1500), "not forced: {took:?}");
+    assert_eq!(
+        ns.log_count("SIGTERM: shutting down"),
+        1,
+        "{}",
+        ns.pid1_log()
+    );
+    assert_eq!(ns.log_count("shutdown: begins"), 1, "{}", ns.pid1_log());
+    println!(
+        "4 SIGTERMs, one graceful shutdown in {:.2}s, exit 0",
+        seconds(took)
+    );
+}
+
+/// A SIGTERM as soon as the server's socket exists (a container stopped
+/// right after its start) is an ordinary clean shutdown: the server, with
+/// nothing to stop yet, exits at once, and so does zinit_pid1 (0).
+#[test]
+fn a_sigterm_right_after_the_start_is_a_clean_shutdown() {
+    let _serial = one_at_a_time();
+    for round in 1..=5 {
+        let mut ns = Ns::new("p1-early");
+        ns.spawn(&[]);
+        assert!(
+            until(Duration::from_secs(15), || ns.socket.exists()),
+            "the socket appears: {}",
+            ns.pid1_log()
+        );
+        ns.signal_pid1(Signal::SIGTERM);
+        let status = ns.wait_end(Duration::from_secs(10));
+        ns.assert_ended(status, 0);
+        println!("round {round}: SIGTERM at the start, exit 0");
+    }
+}
+
+// ----- exit codes ------------------------------------------------------
+
+/// zinit_pid1 in a PID namespace of its own with `args` (nothing else);
+/// its exit code and stderr.
+fn pid1_alone(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = zinit_tests::output_within(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(zinit_tests::workspace_bin("zinit_pid1"))
+            .args(args)
+            .stdin(Stdio::null()),
+        Duration::from_secs(20),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Exit 1 when zinit_pid1 cannot start (no config directory, no
+/// zinit_server, a zinit_server it cannot execute), 2 on a usage error (an
+/// unknown flag, a bound above 30 s); each says why.
+#[test]
+fn it_exits_1_when_it_cannot_start_and_2_on_a_usage_error() {
+    let _serial = one_at_a_time();
+    let tag = Tag::new("p1-start");
+    let conf = tag.dir().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    let socket = tag.dir().join("s.sock");
+    let missing_conf = tag.dir().join("no-such-conf");
+    let missing_server = tag.dir().join("no-such-server");
+    let not_executable = tag.dir().join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\n").expect("file");
+    std::fs::set_permissions(
+        &not_executable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let cases: [(&str, Vec<&std::ffi::OsStr>, i32, String); 5] = [
+        (
+            "no config directory",
+            vec![os("--config"), missing_conf.as_os_str()],
+            1,
+            format!(
+                "the config directory {} does not exist",
+                missing_conf.display()
+            ),
+        ),
+        (
+            "no zinit_server",
+            vec![
+                os("--config"),
+                conf.as_os_str(),
+                os("--server"),
+                missing_server.as_os_str(),
+            ],
+            1,
+            format!("--server {}: no such file", missing_server.display()),
+        ),
+        (
+            "a zinit_server it cannot execute",
+            vec![
+                os("--config"),
+                conf.as_os_str(),
+                os("--server"),
+                not_executable.as_os_str(),
+            ],
+            1,
+            format!("starting {}", not_executable.display()),
+        ),
+        (
+            "an unknown flag",
+            vec![os("--config"), conf.as_os_str(), os("--no-such-flag")],
+            2,
+            "--no-such-flag".to_string(),
+        ),
+        (
+            "a bound above 30 s",
+            vec![os("--config"), conf.as_os_str(), os("--timeout"), os("60s")],
+            2,
+            "the bound is".to_string(),
+        ),
+    ];
+    for (case, mut args, code, says) in cases {
+        args.extend([os("--socket"), socket.as_os_str()]);
+        let (got, stderr) = pid1_alone(&args);
+        assert_eq!(got, Some(code), "{case}: {stderr}");
+        assert!(stderr.contains(&says), "{case}: {says:?} in {stderr}");
+        assert!(!socket.exists(), "{case}: no server ran");
+        println!("{case}: exit {code}");
+    }
+}
+
+/// The cgroup v1 freezer's group for one test: a process in it cannot be
+/// killed (it is stopped in the kernel, in state D) until thawed. Thawed
+/// and removed on drop.
+struct Frozen {
+    dir: PathBuf,
+}
+
+impl Frozen {
+    const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+    /// Whether this host has the v1 freezer.
+    fn available() -> bool {
+        Path::new(Self::FREEZER).join("tasks").exists()
+    }
+
+    /// Freezes `pid` (a pid as seen from here) in a group called `name`.
+    fn freeze(name: &str, pid: i32) -> Self {
+        let dir = Path::new(Self::FREEZER).join(name);
+        std::fs::create_dir(&dir).expect("a freezer group");
+        let frozen = Self { dir };
+        std::fs::write(frozen.dir.join("cgroup.procs"), pid.to_string()).expect("join it");
+        std::fs::write(frozen.dir.join("freezer.state"), "FROZEN").expect("freeze");
+        assert!(
+            until(Duration::from_secs(5), || std::fs::read_to_string(
+                frozen.dir.join("freezer.state")
+            )
+            .is_ok_and(|s| s.trim() == "FROZEN")),
+            "pid {pid} frozen"
+        );
+        frozen
+    }
+
+    fn thaw(&self) {
+        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.thaw();
+        until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists()
+        });
+    }
+}
+
+/// A shutdown that leaves a process (one the kernel will not let die: frozen
+/// by the cgroup v1 freezer) ends with the server's exit 3, and zinit_pid1
+/// passes it on: exit 3, ahead of its own sweep's finding.
+#[test]
+fn a_shutdown_that_leaves_a_process_exits_3() {
+    let _serial = one_at_a_time();
+    if !Frozen::available() {
+        zinit_tests::skip("no cgroup v1 freezer here: no process the server cannot end");
+        return;
+    }
+    let mut ns = Ns::new("p1-left");
+    let stuck = ns.service("stuck", "", "shutdown_timeout: 1\n");
+    ns.start(&[]);
+    ns.wait_running(&[&stuck]);
+    let inner = ns.main_pid(&stuck) as i32;
+    let pid = ns
+        .outer_pid(inner)
+        .expect("the unit's process, seen from here");
+    let frozen = Frozen::freeze(ns.tag.as_str(), pid);
+    ns.signal_pid1(Signal::SIGTERM);
+    // The namespace cannot end while the process is frozen: thaw it once
+    // zinit_pid1 has said its code.
+    let said = until(Duration::from_secs(35), || {
+        ns.pid1_log().contains("zinit_pid1: exiting with code")
+    });
+    frozen.thaw();
+    assert!(said, "zinit_pid1 finished: {}", ns.pid1_log());
+    let status = ns.wait_end(Duration::from_secs(10));
+    drop(frozen);
+    ns.assert_ended(status, 3);
+    let log = ns.pid1_log();
+    assert!(log.contains("finished its shutdown (exit code 3)"), "{log}");
+    println!("a process the shutdown could not end: the server exited 3, zinit_pid1 too");
+}
+
+/// Asserts that the namespace ended with `code`, nothing of the tag left,
+/// and the log said the code (the socket may stay: the server was killed).
+fn assert_code(ns: &Ns, status: ExitStatus, code: i32) {
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "zinit_pid1's exit (unshare: {status:?}); log:\n{}",
+        ns.pid1_log()
+    );
+    let left = zinit_tests::tagged_trees(ns.tag.as_str());
+    assert!(left.is_empty(), "processes left: {left:?}");
+    assert!(
+        ns.pid1_log()
+            .contains(&format!("zinit_pid1: exiting with code {code}")),
+        "{}",
+        ns.pid1_log()
+    );
+}
+
+/// Exit 7 when the server dies during the shutdown (here: SIGKILL while a
+/// unit is still stopping); the final sweep still ends what it left.
+#[test]
+fn a_server_that_dies_during_the_shutdown_exits_7() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-died");
+    let slow = ns.service(
+        "slow",
+        "--width 2 --term-delay-ms 5000",
+        "shutdown_timeout: 10\n",
+    );
+    ns.start(&[]);
+    ns.wait_running(&[&slow]);
+    let server = ns.server_pid().expect("server");
+    ns.signal_pid1(Signal::SIGTERM);
+    assert!(
+        until(Duration::from_secs(5), || read_log(&ns.fixture_log(&slow))
+            .iter()
+            .any(|l| l.kind == "signal")),
+        "the shutdown runs"
+    );
+    send(server, Signal::SIGKILL);
+    let status = ns.wait_end(Duration::from_secs(20));
+    assert_code(&ns, status, 7);
+    let log = ns.pid1_log();
+    assert!(
+        log.contains("ended (killed by SIGKILL) before its shutdown finished"),
+        "{log}"
+    );
+    println!("the server died mid-shutdown: exit 7, the sweep ended the rest");
+}
+
+/// Exit 7 when the server finishes its shutdown but exits with a code
+/// zinit_pid1 does not know (here a stand-in server: it writes the
+/// after-shutdown file on SIGTERM, then exits 9).
+#[test]
+fn a_server_that_exits_with_another_code_exits_7() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-code9");
+    let script = ns.tag.dir().join("exit-9-server");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             while [ $# -gt 0 ]; do [ \"$1\" = --after-shutdown-file ] && after=$2; shift; done\n\
+             trap 'kill $child; echo poweroff > \"$after\"; exit 9' TERM\n\
+             {} 1000 &\nchild=$!\nwait\n",
+            ns.tag.program("sleep").display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    ns.spawn(&["--server", script.to_str().expect("utf-8")]);
+    // Its sleep runs once the trap is in place.
+    assert!(
+        until(Duration::from_secs(10), || zinit_tests::tagged_pids(
+            ns.tag.as_str()
+        )
+        .iter()
+        .any(|&p| comm_of(p).as_deref() == Some("sleep"))),
+        "the stand-in server runs"
+    );
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(20));
+    assert_code(&ns, status, 7);
+    assert!(
+        ns.pid1_log()
+            .contains("finished its shutdown (exit code 9)"),
+        "{}",
+        ns.pid1_log()
+    );
+    println!("the server exited 9 after its shutdown: exit 7");
+}
+
+/// Exit 7 when the shutdown is asked for while the server is not running
+/// (killed, and waiting for its restart): the services it left are still
+/// ended by the final sweep, and no new server is started.
+#[test]
+fn a_shutdown_while_the_server_waits_for_its_restart_exits_7() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-norun");
+    let svc = ns.service("svc", "--width 1", "");
+    ns.start(&[]);
+    ns.wait_running(&[&svc]);
+    // Killed twice, so that the second restart waits 1 s: time to ask.
+    let first = ns.server_info_pid().expect("server");
+    send(ns.server_pid().expect("server"), Signal::SIGKILL);
+    wait_new_server(&ns, first);
+    send(ns.server_pid().expect("server"), Signal::SIGKILL);
+    assert!(
+        until(Duration::from_secs(5), || ns
+            .pid1_log()
+            .contains("restarting it in 1s")),
+        "{}",
+        ns.pid1_log()
+    );
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(20));
+    assert_code(&ns, status, 7);
+    let log = ns.pid1_log();
+    assert!(log.contains("zinit_server was not running"), "{log}");
+    assert_eq!(
+        ns.log_count("zinit_pid1: restarted"),
+        1,
+        "no server started after the shutdown was asked for: {log}"
+    );
+    println!("a shutdown while the server waited for its restart: exit 7");
+}
+
+// ----- the after-shutdown file -------------------------------------------
+
+/// The after-shutdown file (where the server says `poweroff` or `reboot`)
+/// lives in a directory of zinit_pid1's own: new, root's, mode 0700 (no
+/// other user can plant or read the answer), given to the server, and
+/// removed when zinit_pid1 ends.
+#[test]
+fn the_after_shutdown_file_lives_in_a_private_directory() {
+    use std::os::unix::fs::MetadataExt;
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-after");
+    ns.start(&[]);
+    let log = ns.pid1_log();
+    let file = PathBuf::from(
+        log.lines()
+            .find_map(|l| l.strip_prefix("zinit_pid1: the server's after-shutdown file: "))
+            .unwrap_or_else(|| panic!("the log names the file: {log}")),
+    );
+    let dir = file.parent().expect("a directory").to_path_buf();
+    let meta = std::fs::symlink_metadata(&dir).expect("the directory exists");
+    assert!(meta.file_type().is_dir(), "a directory, not a link");
+    assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.display());
+    assert_eq!(meta.uid(), 0, "root's");
+    assert!(
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("zinit_pid1.")),
+        "{}",
+        dir.display()
+    );
+    assert!(!file.exists(), "no answer before a shutdown");
+    let server = ns.server_pid().expect("server");
+    let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).expect("cmdline");
+    let expected = format!("--after-shutdown-file\u{0}{}\u{0}", file.display());
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(&expected),
+        "the server is told the file"
+    );
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(20));
+    ns.assert_ended(status, 0);
+    assert!(
+        ns.pid1_log()
+            .contains("finished its shutdown (exit code 0)"),
+        "the server answered through the file: {}",
+        ns.pid1_log()
+    );
+    assert!(!dir.exists(), "{} removed", dir.display());
 }

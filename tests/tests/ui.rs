@@ -7,12 +7,16 @@
 //! on an open page, and the page reconnects to a new server. Screenshots go
 //! to `target/ui-screenshots/`. The security rules: token file, login (by
 //! `?token=`, and by the form in the browser), same-origin and CSRF checks,
-//! the Host check, the caller's uid, GETs change nothing, and the message
-//! (in the log and on the page) when the socket is out of reach.
+//! the session (needed for every action, void once zinit_ui restarts), the
+//! Host check, the caller's uid (root and zinit_ui's own user), GETs change
+//! nothing, server text shown as text only, the whole CSP on every answer,
+//! the server's credentials checked before anything is sent (a planted
+//! socket gets no byte), the bound on open streams, and the message (in the
+//! log and on the page) when the socket is out of reach, retried until it
+//! can be used.
 //!
-//! The tests use `target/debug/zinit_ui` as it is (they build it only when
-//! it is missing, like the other binaries): after changing zinit-ui, build
-//! it, or run them through `cargo xtask test`.
+//! The binaries are built by the first `workspace_bin` call of the test
+//! process, so a changed zinit-ui is what the tests run.
 //!
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`)
 //! and are installed with apt-get when missing. Every process carries the
@@ -23,7 +27,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zinit_process::spawn::ExitStatus;
-use zinit_tests::web::{Browser, Ui, UiStart};
+use zinit_tests::web::{self, Browser, Ui, UiStart};
 use zinit_tests::{Server, Tag, run_cli, wait_gone};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_zinit-fixture");
@@ -526,12 +530,7 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
     let page = ui.http("GET", "/", &[], None);
     assert_eq!(page.status, 200);
     let html = page.text();
-    let csrf = html
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF token in the page")
-        .to_string();
+    let csrf = csrf_of(&html);
     assert_eq!(csrf.len(), 64);
     assert!(
         page.header("content-security-policy")
@@ -627,12 +626,7 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
     let page = ui
         .http("GET", "/", &[("Cookie", session.as_str())], None)
         .text();
-    let csrf = page
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf")
-        .to_string();
+    let csrf = csrf_of(&page);
     let form = ui.http(
         "POST",
         "/login",
@@ -704,5 +698,578 @@ async fn tokens_origins_csrf_and_an_unreachable_socket() {
             "the log names the socket and the cause"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The anti-CSRF token a page carries (`<meta name="csrf-token">`).
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_string()
+}
+
+/// `name=value` of the session cookie a login answer sets.
+fn session_of(login: &web::HttpResponse) -> String {
+    let cookie = login.header("set-cookie").expect("a session cookie");
+    cookie.split(';').next().expect("name=value").to_string()
+}
+
+/// Markup that would make elements if the page put it into HTML: every
+/// element carries the class `zt-injected`, which the page never uses.
+const LOG_MARKUP: &str = "<b class=\"zt-injected\">bold</b> & <img class=zt-injected src=x>";
+/// A unit name with markup: an invalid file's name (no `/` in a file name).
+const NAME_MARKUP: &str = "<img class=zt-injected src=x>";
+/// A field value with markup, quoted back in the invalid file's error.
+const VALUE_MARKUP: &str = "<b class=zt-injected>SIG</b>";
+
+/// Text from the server reaches the page as text, never as HTML: a unit
+/// name, a config error and a log line full of markup show literally in a
+/// real browser, and no element of theirs exists in the DOM.
+#[tokio::test]
+async fn text_from_the_server_is_shown_as_text_never_as_html() {
+    let _one = BROWSER.lock().await;
+    let tag = Tag::new("uitext");
+    let conf = tag.dir().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf dir");
+    // A service that prints the markup once (sh's $0 carries the tag),
+    // then becomes the fixture.
+    let exec = format!(
+        "sh -c 'printf \"%s\\n\" \"$1\"; exec \"$2\" --tag \"$0\"' {} '{LOG_MARKUP}' {FIXTURE}",
+        tag.as_str()
+    );
+    let yaml = |value: &str| serde_json::to_string(value).expect("a YAML string");
+    std::fs::write(
+        conf.join("printer.yaml"),
+        format!("exec: {}\n", yaml(&exec)),
+    )
+    .expect("service file");
+    std::fs::write(
+        conf.join(format!("{NAME_MARKUP}.yaml")),
+        "exec: /bin/true\n",
+    )
+    .expect("service file");
+    std::fs::write(
+        conf.join("evil.yaml"),
+        format!("exec: /bin/true\nstop_signal: {}\n", yaml(VALUE_MARKUP)),
+    )
+    .expect("service file");
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["printer"]);
+    let ui = Ui::serving(&server.socket, &[], None);
+    let browser = Browser::start(&tag, "text");
+    browser.goto(&ui.url);
+    browser.wait(
+        "three units in the table",
+        Duration::from_secs(15),
+        "return document.querySelectorAll('#units tbody tr').length === 3",
+    );
+    let js = |value: &str| serde_json::to_string(value).expect("a JS string");
+    let row = |name: &str| {
+        format!(
+            "[...document.querySelectorAll('#units tbody tr')].find(r => r.dataset.unit === {})",
+            js(name)
+        )
+    };
+    assert_eq!(
+        browser.js(&format!(
+            "const r = {}; return r && r.querySelector('td[data-col=\"name\"]').textContent;",
+            row(NAME_MARKUP)
+        )),
+        NAME_MARKUP,
+        "the name is shown as it is"
+    );
+    let reason = browser.js(&format!(
+        "const r = {}; return r && r.querySelector('td[data-col=\"reason\"]').textContent;",
+        row("evil")
+    ));
+    assert!(
+        reason.as_str().is_some_and(|r| r.contains(VALUE_MARKUP)),
+        "the config error quotes the value as it is: {reason}"
+    );
+    // The log pane (every unit's output by default), then printer's own.
+    let line_shown = format!(
+        "return [...document.querySelectorAll('#log .l .x')].some(x => x.textContent === {});",
+        js(LOG_MARKUP)
+    );
+    browser.wait(
+        "the markup line in the log pane",
+        Duration::from_secs(10),
+        &line_shown,
+    );
+    browser.js(&format!(
+        "{}.querySelector('button[data-action=\"logs\"]').click(); return true;",
+        row("printer")
+    ));
+    browser.wait(
+        "following printer",
+        Duration::from_secs(10),
+        "return document.getElementById('log-status').textContent.startsWith('following printer')",
+    );
+    browser.wait(
+        "the markup line in printer's log",
+        Duration::from_secs(10),
+        &line_shown,
+    );
+    browser.screenshot("markup-as-text");
+    assert_eq!(
+        browser.js("return document.querySelectorAll('.zt-injected').length"),
+        0,
+        "no element was made from the server's text"
+    );
+}
+
+/// The Content-Security-Policy as a map: directive -> sources.
+fn csp_directives(policy: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    policy
+        .split(';')
+        .filter_map(|d| {
+            let mut words = d.split_whitespace();
+            let name = words.next()?.to_ascii_lowercase();
+            Some((name, words.map(str::to_string).collect()))
+        })
+        .collect()
+}
+
+/// Every answer — the page, its script, an API refusal, a misdirected
+/// request, a missing path — carries the whole strict policy: nothing
+/// from elsewhere (scripts, styles, images, connections), no inline code,
+/// no `<base>`, forms only to zinit_ui, and no framing by anyone
+/// (`frame-ancestors 'none'`, and `X-Frame-Options: DENY` for old
+/// browsers); no MIME sniffing, no referrer, no caching.
+#[test]
+fn every_answer_carries_a_strict_policy_that_forbids_framing() {
+    let tag = Tag::new("uicsp");
+    // No server is needed: the page is served all the same.
+    let ui = Ui::serving(&tag.dir().join("no-server.sock"), &[], None);
+    let expected: std::collections::BTreeMap<String, Vec<String>> = [
+        ("default-src", "'none'"),
+        ("script-src", "'self'"),
+        ("style-src", "'self'"),
+        ("img-src", "'self'"),
+        ("connect-src", "'self'"),
+        ("base-uri", "'none'"),
+        ("form-action", "'self'"),
+        ("frame-ancestors", "'none'"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+    .collect();
+    let answers = [
+        ("GET", "/", Vec::new(), 200),
+        ("GET", "/app.js", Vec::new(), 200),
+        ("POST", "/api/shutdown", Vec::new(), 403),
+        ("GET", "/api/stream", vec![("Host", "evil.example")], 421),
+        ("GET", "/no-such-page", Vec::new(), 404),
+    ];
+    for (method, path, headers, status) in answers {
+        let answer = ui.http(method, path, &headers, None);
+        assert_eq!(answer.status, status, "{method} {path}");
+        let policy = answer
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{method} {path}: no CSP: {:?}", answer.headers));
+        assert_eq!(
+            csp_directives(policy),
+            expected,
+            "{method} {path}: {policy}"
+        );
+        for (name, value) in [
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(answer.header(name), Some(value), "{method} {path}: {name}");
+        }
+    }
+}
+
+/// With a token, every action needs the session cookie, whatever else it
+/// carries (the page's Origin and the CSRF token are not enough); and the
+/// session is random per zinit_ui process: a restarted zinit_ui (same
+/// token, same address) refuses the old cookie, issues a new one, and a
+/// page that stayed open reloads into the login form.
+#[tokio::test]
+async fn in_token_mode_actions_need_the_session_which_dies_with_its_zinit_ui() {
+    let _one = BROWSER.lock().await;
+    let tag = Tag::new("uisession");
+    let conf = conf(&tag, &[("idle", "", "")]);
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["idle"]);
+    let token = write_token(&tag, "ui.token", "session-token-0123456789\n", 0o600);
+    let listen = format!("127.0.0.1:{}", web::free_port());
+    let args = [
+        "--token-file",
+        token.to_str().expect("utf-8"),
+        "--listen",
+        listen.as_str(),
+    ];
+    let ui = Ui::serving(&server.socket, &args, None);
+    let login = ui.http("GET", "/?token=session-token-0123456789", &[], None);
+    assert_eq!(login.status, 303);
+    let session = session_of(&login);
+    let csrf = csrf_of(&ui.http("GET", "/", &[], None).text());
+    let origin = format!("http://{}", ui.addr);
+    let restart = "/api/units/idle/restart";
+    let idle = server.pid_of("idle");
+    for cookie in [None, Some("zinit_ui_session=00000000")] {
+        let mut headers = vec![("Origin", origin.as_str()), ("X-CSRF-Token", csrf.as_str())];
+        headers.extend(cookie.map(|c| ("Cookie", c)));
+        let answer = ui.http("POST", restart, &headers, None);
+        assert_eq!(answer.status, 401, "{headers:?}: {}", answer.text());
+    }
+    assert_eq!(
+        server.pid_of("idle"),
+        idle,
+        "the refused restarts did nothing"
+    );
+    let answer = ui.http(
+        "POST",
+        restart,
+        &[
+            ("Origin", origin.as_str()),
+            ("X-CSRF-Token", csrf.as_str()),
+            ("Cookie", session.as_str()),
+        ],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_ne!(server.pid_of("idle"), idle, "restarted with the session");
+
+    // A page logged in and open while zinit_ui restarts.
+    let browser = Browser::start(&tag, "session");
+    browser.goto(&format!("{}?token=session-token-0123456789", ui.url));
+    browser.wait(
+        "the page after the login",
+        Duration::from_secs(10),
+        "return !document.getElementById('app').hidden && !!document.querySelector('#units tr[data-unit=\"idle\"]')",
+    );
+    drop(ui);
+    let ui = Ui::serving(&server.socket, &args, None);
+    assert_eq!(ui.addr, listen, "the same address");
+    let stream = ui.stream_head(
+        "/api/stream",
+        &[("Cookie", session.as_str())],
+        "\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(stream.status, 401, "the old session is void");
+    let csrf = csrf_of(&ui.http("GET", "/", &[], None).text());
+    let answer = ui.http(
+        "POST",
+        restart,
+        &[
+            ("Origin", origin.as_str()),
+            ("X-CSRF-Token", csrf.as_str()),
+            ("Cookie", session.as_str()),
+        ],
+        None,
+    );
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    let again = session_of(&ui.http("GET", "/?token=session-token-0123456789", &[], None));
+    assert_ne!(again, session, "a new session for the new process");
+    browser.wait(
+        "the open page reloaded into the login form",
+        Duration::from_secs(15),
+        "return !document.getElementById('login').hidden && document.getElementById('app').hidden",
+    );
+}
+
+/// A socket planted by another user (here a Python server run as
+/// `nobody` in a directory it owns) gets nothing from zinit_ui, not even a
+/// request: zinit_ui checks the listener's credentials first, says why on
+/// the page and in its log, refuses actions with the same words, and keeps
+/// checking (every attempt gets no byte).
+#[tokio::test]
+async fn a_socket_planted_by_another_user_gets_nothing() {
+    let _one = BROWSER.lock().await;
+    let tag = Tag::new("uiplanted");
+    let dir = tag.dir().join("planted");
+    std::fs::create_dir(&dir).expect("dir");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&dir, Some(nobody), Some(nix::unistd::Gid::from_raw(65534))).expect("chown");
+    let socket = dir.join("zinit.sock");
+    let received = dir.join("received");
+    // One line per connection: how many bytes it sent before closing.
+    let script = "import os, socket, sys\n\
+                  path, log = sys.argv[1], sys.argv[2]\n\
+                  s = socket.socket(socket.AF_UNIX); s.bind(path); os.chmod(path, 0o666); s.listen(16)\n\
+                  print('listening', flush=True)\n\
+                  while True:\n    c, _ = s.accept(); c.settimeout(2); n = 0\n    \
+                  try:\n        while True:\n            b = c.recv(65536)\n            \
+                  if not b: break\n            n += len(b)\n    except OSError: pass\n    \
+                  c.close()\n    with open(log, 'a') as f: f.write(f'{n}\\n')\n";
+    let mut planted = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&socket)
+            .arg(&received)
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3")
+    };
+    let stdout = planted.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let listening = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let checks = || {
+        assert_eq!(listening.trim(), "listening", "the planted server runs");
+        let ui = Ui::serving(&socket, &[], None);
+        let expected = format!(
+            "refusing to talk to the server on {}: it runs as uid 65534, neither root nor you (uid 0)",
+            socket.display()
+        );
+        let stream = ui.stream_head(
+            "/api/stream",
+            &[],
+            "refusing to talk",
+            Duration::from_secs(10),
+        );
+        assert!(stream.text().contains(&expected), "{}", stream.text());
+        let csrf = csrf_of(&ui.http("GET", "/", &[], None).text());
+        let origin = format!("http://{}", ui.addr);
+        let answer = ui.http(
+            "POST",
+            "/api/units/x/stop",
+            &[("Origin", origin.as_str()), ("X-CSRF-Token", csrf.as_str())],
+            None,
+        );
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        assert_eq!(answer.json()["error"], expected.as_str());
+        let browser = Browser::start(&tag, "planted");
+        browser.goto(&ui.url);
+        let banner = browser.wait(
+            "the banner naming the planted socket",
+            Duration::from_secs(10),
+            "const b = document.getElementById('banner'); return !b.hidden && b.textContent;",
+        );
+        assert!(
+            banner.as_str().is_some_and(|b| b.contains(&expected)),
+            "{banner}"
+        );
+        browser.screenshot("planted-socket");
+        assert!(
+            ui.stderr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&expected),
+            "the log says why"
+        );
+        // It keeps checking, and no attempt sends a byte.
+        let end = Instant::now() + Duration::from_secs(10);
+        let sent: Vec<usize> = loop {
+            let sent: Vec<usize> = std::fs::read_to_string(&received)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.parse().expect("a count"))
+                .collect();
+            if sent.len() >= 3 || Instant::now() > end {
+                break sent;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(sent.len() >= 3, "zinit_ui kept trying: {sent:?}");
+        assert!(
+            sent.iter().all(|&n| n == 0),
+            "bytes sent to the planted socket: {sent:?}"
+        );
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(checks));
+    let _ = planted.kill();
+    let _ = planted.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The number of open event streams is bounded (log streams, which each
+/// hold a gRPC stream, and page streams): one more is refused with 503 and
+/// says why, while the open ones keep flowing, the page and its actions
+/// still work, the server answers, and a closed stream frees its place.
+#[tokio::test]
+async fn open_streams_are_bounded_and_the_rest_keeps_working() {
+    let tag = Tag::new("uistreams");
+    let conf = conf(&tag, &[("chatty", "--chatty-ms 100", "")]);
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["chatty"]);
+    let ui = Ui::serving(&server.socket, &[], None);
+    connected(&ui, &[]);
+    for (path, what, first) in [
+        ("/api/logs?unit=chatty", "log", "event: line"),
+        ("/api/stream", "page", "event: snapshot"),
+    ] {
+        let mut held = Vec::new();
+        let refused = loop {
+            let stream = ui.hold(path, &[]);
+            if stream.response.status != 200 {
+                break stream;
+            }
+            held.push(stream);
+            assert!(
+                held.len() < 200,
+                "{} {what} streams open and no bound",
+                held.len()
+            );
+        };
+        let open = held.len();
+        assert_eq!(refused.response.status, 503, "{what} stream {}", open + 1);
+        let mut refused = refused;
+        assert!(
+            refused.read_until(
+                &format!("too many open {what} streams"),
+                Duration::from_secs(5)
+            ),
+            "{}",
+            refused.response.text()
+        );
+        assert!(
+            open >= 4,
+            "at least a few {what} streams may be open: {open}"
+        );
+        // The open ones flow, and everything else works.
+        for stream in [0, open - 1] {
+            assert!(
+                held[stream].read_until(first, Duration::from_secs(10)),
+                "{what} stream {stream} flows: {}",
+                held[stream].response.text()
+            );
+        }
+        assert_eq!(ui.http("GET", "/", &[], None).status, 200);
+        assert_eq!(server.zinit(&["info"]).code, 0, "the server answers");
+        let csrf = csrf_of(&ui.http("GET", "/", &[], None).text());
+        let origin = format!("http://{}", ui.addr);
+        let answer = ui.http(
+            "POST",
+            "/api/units/chatty/restart",
+            &[("Origin", origin.as_str()), ("X-CSRF-Token", csrf.as_str())],
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        // A closed stream frees its place.
+        held.truncate(open - 1);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stream = ui.hold(path, &[]);
+            if stream.response.status == 200 {
+                held.push(stream);
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "a closed {what} stream did not free its place"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("{open} {what} streams open at once; one more was refused");
+    }
+}
+
+/// Runs `zinit_server` as `uid` on `socket` (its argv carries the tag
+/// through its paths).
+fn server_as(uid: u32, conf: &Path, socket: &Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(zinit_tests::workspace_bin("zinit_server"));
+    command
+        .arg("--config")
+        .arg(conf)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--log-level", "warn"])
+        .stdin(std::process::Stdio::null());
+    if uid != 0 {
+        command.uid(uid).gid(uid);
+    }
+    let mut child = command.spawn().expect("zinit_server");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(socket.exists() && std::os::unix::net::UnixStream::connect(socket).is_ok()) {
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "zinit_server exited at start-up"
+        );
+        assert!(Instant::now() < end, "zinit_server did not answer in 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// SIGTERM to a server started by [`server_as`], and its end (bounded).
+fn stop_server(child: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(35);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zinit_server did not end within 35 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// zinit_ui run by a user other than root (`nobody`): without a token it
+/// lets in root and that user, nobody else; it cannot use root's server's
+/// socket and says so, keeps retrying, and follows by itself the server it
+/// may use once one serves on that socket.
+#[tokio::test]
+async fn as_another_user_it_lets_that_user_in_and_retries_until_it_may_use_the_socket() {
+    let tag = Tag::new("uinobody");
+    let conf = conf(&tag, &[]);
+    // A socket directory both may use, as /tmp is: root's, sticky.
+    let run = tag.dir().join("run");
+    std::fs::create_dir(&run).expect("dir");
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .expect("chmod");
+    let socket = run.join("s.sock");
+    let mut root_server = server_as(0, &conf, &socket);
+    let ui = Ui::serving(&socket, &[], Some(65534));
+    // Root and nobody get in; another user does not.
+    assert_eq!(ui.http("GET", "/", &[], None).status, 200, "root");
+    let (code, body) = get_as(65534, &ui.url, &tag);
+    assert_eq!(code, 200, "zinit_ui's own user: {body}");
+    let (code, body) = get_as(65533, &ui.url, &tag);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("zinit_ui runs as uid 65534"), "{body}");
+    // Root's server: permission denied, said on the page.
+    let denied = ui.stream_head(
+        "/api/stream",
+        &[],
+        "permission denied",
+        Duration::from_secs(10),
+    );
+    assert!(
+        denied.text().contains(&format!(
+            "cannot reach the zinit socket {}: permission denied",
+            socket.display()
+        )),
+        "{}",
+        denied.text()
+    );
+    stop_server(&mut root_server);
+    // A server nobody may use, on the same socket: zinit_ui comes back by itself.
+    let mut own_server = server_as(65534, &conf, &socket);
+    let pid = own_server.id();
+    let checks = std::panic::catch_unwind(|| {
+        connected(&ui, &[]);
+        let stream = ui.stream_head("/api/stream", &[], "\"up\":true", Duration::from_secs(5));
+        assert!(
+            stream.text().contains(&format!("\"pid\":{pid}")),
+            "connected to the new server (pid {pid}): {}",
+            stream.text()
+        );
+    });
+    stop_server(&mut own_server);
+    if let Err(panic) = checks {
+        std::panic::resume_unwind(panic);
     }
 }

@@ -125,16 +125,19 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1().context("reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("reflection")?;
 
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    // A watch, not a broadcast: a shutdown that finishes before the
+    // listeners below subscribe (a SIGTERM right at the start, nothing to
+    // stop) must still end them.
+    let (stop_tx, _) = tokio::sync::watch::channel(false);
     let stopping = stop_tx.clone();
     tokio::spawn(async move {
         stop.await;
-        let _ = stopping.send(());
+        stopping.send_replace(true);
     });
-    let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
+    let signal = |tx: &tokio::sync::watch::Sender<bool>| {
         let mut rx = tx.subscribe();
         async move {
-            let _ = rx.recv().await;
+            let _ = rx.wait_for(|stop| *stop).await;
         }
     };
 
@@ -192,12 +195,11 @@ pub async fn serve(
         servers.push(tokio::spawn(tcp_server));
     }
 
-    let mut stopped = stop_tx.subscribe();
     let all = futures_join(servers);
     tokio::pin!(all);
     tokio::select! {
         result = &mut all => result,
-        _ = stopped.recv() => {
+        () = signal(&stop_tx) => {
             // Streams end on the closing signal; give the drain a bound.
             match tokio::time::timeout(Duration::from_millis(1500), &mut all).await {
                 Ok(result) => result,

@@ -584,6 +584,16 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+impl Hub {
+    /// New CPU and memory figures, as the stats loop sets them (tests).
+    pub fn set_stats(&self, stats: Value) {
+        let mut st = self.lock();
+        st.stats = stats;
+        self.send(&st, "stats", st.stats.clone());
+    }
+}
+
 fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,

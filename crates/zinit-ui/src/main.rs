@@ -117,3 +117,19 @@ async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README: `--listen` defaults to `127.0.0.1:8090`, loopback.
+    #[test]
+    fn the_page_is_served_on_loopback_port_8090_by_default() {
+        let args = Args::try_parse_from(["zinit_ui"]).expect("no flags needed");
+        assert_eq!(
+            args.listen,
+            "127.0.0.1:8090".parse::<SocketAddr>().expect("addr")
+        );
+        assert!(args.token_file.is_none(), "no token by default");
+    }
+}

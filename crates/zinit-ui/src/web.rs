@@ -391,3 +391,50 @@ async fn shutdown(State(app): State<Arc<App>>, Json(body): Json<ShutdownBody>) -
         Err(status) => failure(&status),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the page stream until `text` has arrived (at most 5 s); all
+    /// that arrived.
+    async fn read_until(body: &mut axum::body::BodyDataStream, text: &str) -> String {
+        let mut seen = String::new();
+        let reading = async {
+            while let Some(Ok(chunk)) = body.next().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains(text) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
+        seen
+    }
+
+    /// ARCHITECTURE (hub): a page that falls behind the changes (more than
+    /// the broadcast keeps) gets a fresh snapshot, the state as it is now,
+    /// instead of the changes it missed. (The test's runtime has one
+    /// thread: the page's task cannot run while the changes are made.)
+    #[tokio::test]
+    async fn a_lagging_page_gets_a_fresh_snapshot() {
+        let hub = Hub::new("/nonexistent/zinit.sock".into());
+        let local = "127.0.0.1:8090".parse().expect("addr");
+        let secrets = Arc::new(Secrets::new(None, local).expect("secrets"));
+        let app = App::new(hub.clone(), secrets, 100);
+        let mut body = page_stream(State(app)).await.into_body().into_data_stream();
+        let first = read_until(&mut body, "event: snapshot").await;
+        assert!(first.contains("event: snapshot"), "{first}");
+        let changes = 5000;
+        for n in 0..changes {
+            hub.set_stats(json!({ "n": n }));
+        }
+        let last = format!("\"stats\":{{\"n\":{}}}", changes - 1);
+        let next = read_until(&mut body, &last).await;
+        assert!(
+            next.starts_with("event: snapshot") && next.contains(&last),
+            "a fresh snapshot with the latest state, not the stale changes: {}",
+            next.chars().take(300).collect::<String>()
+        );
+    }
+}
