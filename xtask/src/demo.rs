@@ -197,7 +197,7 @@ fn demo(bins: &Path, tag: &str, dir: &Path, ui: bool) -> Result<()> {
         if ui {
             wait_for_the_user("end the demo (the page shows the shutdown's timeline)");
         }
-        let left = tagged(tag);
+        let left = zinit_tests::tagged_trees(tag);
         println!(
             "\nzinit shutdown exited {}; zinit_server exited {}; processes left with the demo's tag: {}",
             status.code().unwrap_or(-1),
@@ -329,7 +329,7 @@ fn demo_pid1(bins: &Path, tag: &str, dir: &Path) -> Result<()> {
         for line in pid1_lines() {
             println!("  {line}");
         }
-        let left = tagged(tag);
+        let left = zinit_tests::tagged_trees(tag);
         println!(
             "\nzinit_pid1 exited {code} {:.2}s after the SIGTERM; the namespace is gone; processes left with the demo's tag: {}",
             began.elapsed().as_secs_f64(),
@@ -509,9 +509,4 @@ fn wait_exit(child: &mut std::process::Child, bound: Duration) -> Result<String>
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Live processes with `tag` in their argv, and their descendants.
-pub fn tagged(tag: &str) -> Vec<i32> {
-    zinit_tests::tagged_trees(tag)
 }
