@@ -91,6 +91,16 @@ impl fmt::Display for ProcessFilter {
 }
 
 impl ProcessFilter {
+    /// How much of each process this filter needs: a name is in the basic
+    /// read, an executable or a command line only in the full one (which
+    /// can block on a process in uninterruptible sleep).
+    pub fn detail(&self) -> crate::Detail {
+        match self {
+            Self::Name(_) => crate::Detail::Basic,
+            Self::Exe(_) | Self::Cmdline(_) => crate::Detail::Full,
+        }
+    }
+
     /// Whether `info` (read with [`crate::Detail::Full`]) matches.
     pub fn matches(&self, info: &ProcessInfo) -> bool {
         match self {

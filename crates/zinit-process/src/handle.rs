@@ -99,9 +99,7 @@ impl ProcessHandle {
     /// Whether the process has not exited yet. A zombie has exited.
     pub fn is_alive(&self) -> bool {
         if let Some(fd) = &self.pidfd {
-            // A pidfd becomes readable when its process exits.
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            return poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n == 0);
+            return pidfd_alive(fd);
         }
         let mut buf = Vec::new();
         match crate::proc_table::read_process(self.id.pid, crate::Detail::Basic, &mut buf) {
@@ -109,4 +107,11 @@ impl ProcessHandle {
             None => false,
         }
     }
+}
+
+/// Whether the process behind a pidfd has not exited yet (a pidfd becomes
+/// readable when its process exits).
+pub(crate) fn pidfd_alive(fd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n == 0)
 }

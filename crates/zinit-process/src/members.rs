@@ -8,10 +8,18 @@
 //! This process, its ancestors, PID 1 and kernel threads are never members.
 
 use crate::cgroup::Cgroup;
-use crate::handle::ProcessId;
-use crate::proc_table::{Detail, ProcState, ProcessTable};
+use crate::handle::{ProcessHandle, ProcessId};
+use crate::proc_table::{Detail, ProcState, ProcessInfo, ProcessTable};
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Up to this many processes are read on the caller's task: `cgroup.procs`
+/// and `/proc/PID/stat` never wait on the processes they describe, and a
+/// small read costs less than a trip to a blocking thread. Larger reads go
+/// to a blocking thread, bounded in time.
+const INLINE_READS: usize = 128;
 
 /// A live member of a unit, as of one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,16 @@ pub struct Member {
     pub comm: String,
     /// Scheduler state.
     pub state: ProcState,
+}
+
+/// A member found by [`Members::scan_for_stop`], with a handle to it when
+/// the caller did not know it yet.
+#[derive(Debug)]
+pub struct Found {
+    /// The member.
+    pub member: Member,
+    /// A handle opened for it (`None` for members the caller knew).
+    pub handle: Option<ProcessHandle>,
 }
 
 /// The membership rule of one unit, with the identities recorded so far.
@@ -114,7 +132,7 @@ impl Members {
     /// processes are read, without one the whole table (a process group or
     /// session member can be anywhere). Blocking: async callers use
     /// [`Members::scan_async`].
-    pub fn scan_now(&self) -> std::io::Result<Vec<Member>> {
+    pub fn scan_now(&self) -> io::Result<Vec<Member>> {
         if let Some(fixed) = &self.fixed {
             return Ok(scan_fixed(fixed));
         }
@@ -131,20 +149,123 @@ impl Members {
         }
     }
 
-    /// [`Members::scan_now`] on a blocking thread, giving up after `bound`
-    /// (a /proc read can hang on a process in uninterruptible sleep).
-    pub async fn scan_async(&self, bound: std::time::Duration) -> std::io::Result<Vec<Member>> {
-        let copy = self.clone();
-        let read = tokio::task::spawn_blocking(move || copy.scan_now());
-        match tokio::time::timeout(bound, read).await {
-            Ok(Ok(Ok(members))) => Ok(members),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(join)) => Err(std::io::Error::other(join)),
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("reading the unit's processes took longer than {bound:?}"),
-            )),
+    /// [`Members::scan_now`] for async callers, giving up after `bound`: a
+    /// small cgroup is read on this task, a large one on a blocking thread,
+    /// and the whole table (without a cgroup) by the shared reader
+    /// ([`crate::shared_table`]).
+    pub async fn scan_async(&self, bound: Duration) -> io::Result<Vec<Member>> {
+        if let Some(fixed) = &self.fixed {
+            let fixed = fixed.clone();
+            return off_task(fixed.len(), bound, move || Ok(scan_fixed(&fixed))).await;
         }
+        let Some(cgroup) = &self.cgroup else {
+            let table = crate::shared_table::fresh(bound).await?;
+            return Ok(self.scan(&table));
+        };
+        let pids = match cgroup.procs() {
+            Ok(pids) => pids,
+            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let copy = self.clone();
+        off_task(pids.len(), bound, move || {
+            let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
+            Ok(copy.scan_seeded(&table, Some(pids)))
+        })
+        .await
+    }
+
+    /// Reads the members for a stop in progress and opens a handle to each
+    /// one whose pid is not in `known`. With a cgroup this reads only the
+    /// unit: `cgroup.procs`, then each member's `stat` once (after its pidfd
+    /// is opened, so the start time read belongs to the process the pidfd
+    /// holds; a pidfd whose process exits meanwhile is dropped, as it may
+    /// have been read as a newcomer with its pid). Without one it reads the
+    /// whole table, shared with every other unit that asks at the same time
+    /// ([`crate::shared_table`]). Gives up after `bound`.
+    pub async fn scan_for_stop(
+        &self,
+        known: HashSet<i32>,
+        bound: Duration,
+    ) -> io::Result<Vec<Found>> {
+        if let Some(fixed) = &self.fixed {
+            let members = scan_fixed(fixed);
+            return off_task(members.len(), bound, move || Ok(open_new(members, &known))).await;
+        }
+        let Some(cgroup) = &self.cgroup else {
+            let table = crate::shared_table::fresh(bound).await?;
+            let members = self.scan(&table);
+            let new = members
+                .iter()
+                .filter(|m| !known.contains(&m.id.pid))
+                .count();
+            return off_task(new, bound, move || Ok(open_new(members, &known))).await;
+        };
+        // A cgroup that is gone has no processes.
+        let pids = match cgroup.procs() {
+            Ok(pids) => pids,
+            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let copy = self.clone();
+        off_task(pids.len(), bound, move || {
+            Ok(copy.read_cgroup_members(pids, &known))
+        })
+        .await
+    }
+
+    /// The cgroup part of [`Members::scan_for_stop`]: `pids` were just read
+    /// from `cgroup.procs`.
+    fn read_cgroup_members(&self, pids: Vec<i32>, known: &HashSet<i32>) -> Vec<Found> {
+        let me = std::process::id() as i32;
+        let mut buf = Vec::with_capacity(512);
+        let mut processes: HashMap<i32, ProcessInfo> = HashMap::with_capacity(pids.len());
+        let mut pidfds: HashMap<i32, std::os::fd::OwnedFd> = HashMap::new();
+        for pid in pids {
+            if pid == me || pid == 1 {
+                continue;
+            }
+            let pidfd = if known.contains(&pid) {
+                None
+            } else {
+                match crate::sys::pidfd_open(pid) {
+                    Ok(fd) => Some(fd),
+                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) => continue,
+                    // No pidfd (descriptors exhausted): a start-time handle below.
+                    Err(_) => None,
+                }
+            };
+            let Some(info) = crate::proc_table::read_process(pid, Detail::Basic, &mut buf) else {
+                continue;
+            };
+            if info.kernel_thread || info.is_zombie() {
+                continue;
+            }
+            if let Some(fd) = pidfd {
+                if !crate::handle::pidfd_alive(&fd) {
+                    continue;
+                }
+                pidfds.insert(pid, fd);
+            }
+            processes.insert(pid, info);
+        }
+        let table = ProcessTable::from_processes(processes);
+        let set: HashSet<i32> = table.iter().map(|p| p.pid).collect();
+        let members = self.members_of(&table, &set);
+        members
+            .into_iter()
+            .map(|member| {
+                let handle = if known.contains(&member.id.pid) {
+                    None
+                } else {
+                    Some(match pidfds.remove(&member.id.pid) {
+                        Some(fd) => ProcessHandle::from_pidfd(member.id, fd),
+                        None => ProcessHandle::by_start_time(member.id),
+                    })
+                };
+                Found { member, handle }
+            })
+            .collect()
     }
 
     /// The live (not zombie) members in `table`, deepest first, recording
@@ -196,7 +317,17 @@ impl Members {
                 .get(*pid)
                 .is_some_and(|p| !p.kernel_thread && !p.is_zombie())
         });
+        self.members_of(table, &set)
+    }
 
+    /// The members in `set` (pids of `table`) with their depths, deepest
+    /// first, recorded for later scans.
+    fn members_of(&self, table: &ProcessTable, set: &HashSet<i32>) -> Vec<Member> {
+        let is_same = |id: &ProcessId| {
+            table
+                .get(id.pid)
+                .is_some_and(|p| p.start_time == id.start_time)
+        };
         let mut depths: HashMap<i32, usize> = HashMap::new();
         let mut members: Vec<Member> = set
             .iter()
@@ -208,7 +339,7 @@ impl Members {
                         start_time: info.start_time,
                     },
                     ppid: info.ppid,
-                    depth: depth_of(pid, self.root.pid, table, &set, &mut depths),
+                    depth: depth_of(pid, self.root.pid, table, set, &mut depths),
                     comm: info.comm.clone(),
                     state: info.state,
                 })
@@ -220,6 +351,48 @@ impl Members {
         recorded.extend(members.iter().map(|m| m.id));
         members
     }
+}
+
+/// Runs `read` on this task when it reads at most [`INLINE_READS`]
+/// processes, else on a blocking thread, giving up after `bound`.
+async fn off_task<T: Send + 'static>(
+    reads: usize,
+    bound: Duration,
+    read: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    if reads <= INLINE_READS {
+        return read();
+    }
+    match tokio::time::timeout(bound, tokio::task::spawn_blocking(read)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(io::Error::other(join)),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("reading the unit's processes took longer than {bound:?}"),
+        )),
+    }
+}
+
+/// `members` with a handle opened (pidfd first, then the start time
+/// checked) for each one whose pid is not in `known`; members that exited
+/// meanwhile are left out.
+fn open_new(members: Vec<Member>, known: &HashSet<i32>) -> Vec<Found> {
+    members
+        .into_iter()
+        .filter_map(|member| {
+            if known.contains(&member.id.pid) {
+                return Some(Found {
+                    member,
+                    handle: None,
+                });
+            }
+            let handle = ProcessHandle::open(member.id).ok()?;
+            Some(Found {
+                member,
+                handle: Some(handle),
+            })
+        })
+        .collect()
 }
 
 /// The live processes of a fixed set, deepest first.

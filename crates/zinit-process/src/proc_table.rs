@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,8 +83,6 @@ pub struct ProcessInfo {
     pub state: ProcState,
     /// The command name (at most 15 bytes, as the kernel keeps it).
     pub comm: String,
-    /// Owner uid (of `/proc/PID`).
-    pub uid: u32,
     /// Whether this is a kernel thread.
     pub kernel_thread: bool,
     /// The executable's path (`Detail::Full` only; " (deleted)" when replaced).
@@ -237,26 +234,56 @@ pub fn sort_deepest_first(list: &mut [(i32, usize)]) {
     list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
-/// Reads one process; `None` when it vanished or is unreadable.
+/// Reads one process; `None` when it vanished or is unreadable. With
+/// [`Detail::Basic`] this is one `open`, one `read` and one `close` of
+/// `/proc/PID/stat`, which never waits on the process (unlike `cmdline` and
+/// `exe`, which take its memory map's lock).
 pub fn read_process(pid: i32, detail: Detail, buf: &mut Vec<u8>) -> Option<ProcessInfo> {
-    let dir = PathBuf::from(format!("/proc/{pid}"));
-    buf.clear();
-    fs::File::open(dir.join("stat"))
-        .and_then(|mut f| f.read_to_end(buf))
-        .ok()?;
+    use std::fmt::Write as _;
+    let mut path = String::with_capacity(32);
+    let _ = write!(path, "/proc/{pid}/stat");
+    read_whole(&path, buf).ok()?;
     let mut info = parse_stat(pid, buf)?;
-    info.uid = fs::metadata(&dir).ok()?.uid();
     if detail == Detail::Full && !info.kernel_thread {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
         info.exe = fs::read_link(dir.join("exe")).ok();
-        buf.clear();
-        if fs::File::open(dir.join("cmdline"))
-            .and_then(|mut f| f.read_to_end(buf))
-            .is_ok()
-        {
+        if read_whole(dir.join("cmdline"), buf).is_ok() {
             info.cmdline = split_cmdline(buf);
         }
     }
     Some(info)
+}
+
+/// Reads a small `/proc` file into `buf` (replacing its content). A `/proc`
+/// file that fits hands over everything in its first `read`, so a short
+/// read ends it without the extra `read` that `read_to_end` makes.
+fn read_whole(path: impl AsRef<std::path::Path>, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut file = fs::File::open(path)?;
+    buf.clear();
+    if buf.capacity() < 1024 {
+        buf.reserve(1024);
+    }
+    loop {
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        buf.resize(buf.capacity(), 0);
+        let n = match file.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                buf.truncate(len);
+                continue;
+            }
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        };
+        buf.truncate(len + n);
+        if n == 0 || n < spare {
+            return Ok(());
+        }
+        buf.reserve(buf.capacity());
+    }
 }
 
 /// Reads the start time of `pid` (field 22 of `/proc/PID/stat`).
@@ -275,24 +302,28 @@ fn split_cmdline(raw: &[u8]) -> Vec<String> {
 /// Parses the content of `/proc/PID/stat`. The command name may contain
 /// spaces and parentheses, so the fields are split after the *last* `)`.
 pub fn parse_stat(pid: i32, raw: &[u8]) -> Option<ProcessInfo> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // fields[0] is the state (field 3 of stat), so stat field N is fields[N - 3].
-    let field = |n: usize| fields.get(n - 3).copied();
-    let state = ProcState::from_char(field(3)?.chars().next()?);
-    let flags: u64 = field(9)?.parse().ok()?;
+    // The name is any bytes (kept lossily); the rest is ASCII.
+    let open = raw.iter().position(|&b| b == b'(')?;
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let comm = String::from_utf8_lossy(raw.get(open + 1..close)?).into_owned();
+    // The fields after the name, from field 3 (the state) on.
+    let mut fields = std::str::from_utf8(raw.get(close + 1..)?)
+        .ok()?
+        .split_ascii_whitespace();
+    let state = ProcState::from_char(fields.next()?.chars().next()?);
+    let ppid = fields.next()?.parse().ok()?; // 4
+    let pgid = fields.next()?.parse().ok()?; // 5
+    let sid = fields.next()?.parse().ok()?; // 6
+    let flags: u64 = fields.nth(2)?.parse().ok()?; // 9
+    let start_time = fields.nth(12)?.parse().ok()?; // 22
     Some(ProcessInfo {
         pid,
-        ppid: field(4)?.parse().ok()?,
-        pgid: field(5)?.parse().ok()?,
-        sid: field(6)?.parse().ok()?,
-        start_time: field(22)?.parse().ok()?,
+        ppid,
+        pgid,
+        sid,
+        start_time,
         state,
         comm,
-        uid: 0,
         kernel_thread: flags & PF_KTHREAD != 0,
         exe: None,
         cmdline: Vec::new(),

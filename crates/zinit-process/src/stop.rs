@@ -12,12 +12,13 @@
 //! kill to land. Whatever survives is reported with a reason, never waited on.
 
 use crate::handle::{ProcessHandle, ProcessId};
-use crate::members::{Member, Members};
+use crate::members::{Found, Members};
 use crate::proc_table::{Detail, ProcState};
 use crate::signal::{Signal, short_name};
 use crate::watch::ExitWatcher;
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
@@ -82,8 +83,8 @@ pub enum StopEvent {
         pid: i32,
         /// Its depth below the main process.
         depth: usize,
-        /// Its command name.
-        comm: String,
+        /// Its command name (shared by every event of the process).
+        comm: Arc<str>,
         /// The signal.
         signal: Signal,
         /// Time since the stop began.
@@ -95,8 +96,8 @@ pub enum StopEvent {
         pid: i32,
         /// Its depth below the main process.
         depth: usize,
-        /// Its command name.
-        comm: String,
+        /// Its command name (shared by every event of the process).
+        comm: Arc<str>,
         /// Whether it had been sent SIGKILL.
         killed: bool,
         /// Time since the stop began.
@@ -116,6 +117,19 @@ pub enum StopEvent {
         /// Time since the stop began.
         at: Duration,
     },
+}
+
+/// Where a stop's events go as they happen (besides its report): a
+/// channel, or anything that turns them into something else on the spot.
+pub trait StopSink: Send + Sync {
+    /// Called with every event, in order, from the stopping task.
+    fn event(&self, event: &StopEvent);
+}
+
+impl StopSink for UnboundedSender<StopEvent> {
+    fn event(&self, event: &StopEvent) {
+        let _ = self.send(event.clone());
+    }
 }
 
 /// How a stop ended.
@@ -181,13 +195,13 @@ impl StopReport {
     }
 }
 
-/// Stops every member of a unit, following `spec`. Events are also sent to
-/// `progress` as they happen. Returns when every member is gone, or when
+/// Stops every member of a unit, following `spec`. Events are also given
+/// to `progress` as they happen. Returns when every member is gone, or when
 /// escalation and `kill_wait` are over.
 pub async fn stop(
     members: &Members,
     spec: &StopSpec,
-    progress: Option<&UnboundedSender<StopEvent>>,
+    progress: Option<&dyn StopSink>,
 ) -> io::Result<StopReport> {
     let mut run = Run::new(members, spec, progress)?;
     run.rescan().await?;
@@ -222,7 +236,7 @@ pub async fn stop(
 struct Tracked {
     handle: ProcessHandle,
     depth: usize,
-    comm: String,
+    comm: Arc<str>,
     signalled: bool,
     stopped: bool,
     killed: bool,
@@ -231,7 +245,7 @@ struct Tracked {
 struct Run<'a> {
     members: &'a Members,
     spec: &'a StopSpec,
-    progress: Option<&'a UnboundedSender<StopEvent>>,
+    progress: Option<&'a dyn StopSink>,
     start: Instant,
     watcher: ExitWatcher,
     live: HashMap<i32, Tracked>,
@@ -246,7 +260,7 @@ impl<'a> Run<'a> {
     fn new(
         members: &'a Members,
         spec: &'a StopSpec,
-        progress: Option<&'a UnboundedSender<StopEvent>>,
+        progress: Option<&'a dyn StopSink>,
     ) -> io::Result<Self> {
         let mut watcher = ExitWatcher::new()?;
         if let Some(events) = members.cgroup().and_then(|c| c.open_events().ok()) {
@@ -284,26 +298,31 @@ impl<'a> Run<'a> {
     }
 
     fn emit(&mut self, event: StopEvent) {
-        if let Some(tx) = self.progress {
-            let _ = tx.send(event.clone());
+        if let Some(progress) = self.progress {
+            progress.event(&event);
         }
         self.events.push(event);
     }
 
-    /// Re-reads the tree: adds new members, updates depths, and drops members
-    /// that vanished without a pidfd event (handles without a pidfd).
-    async fn rescan(&mut self) -> io::Result<Vec<Member>> {
-        let members = self.members.scan_async(Duration::from_secs(2)).await?;
-        let current: HashSet<i32> = members.iter().map(|m| m.id.pid).collect();
-        for member in &members {
+    /// Re-reads the tree: adds new members (their handles opened by the
+    /// scan), updates depths, and drops members that vanished without a
+    /// pidfd event (handles without a pidfd).
+    async fn rescan(&mut self) -> io::Result<()> {
+        let known: HashSet<i32> = self.live.keys().copied().collect();
+        let found = self
+            .members
+            .scan_for_stop(known, Duration::from_secs(2))
+            .await?;
+        let current: HashSet<i32> = found.iter().map(|f| f.member.id.pid).collect();
+        for Found { member, handle } in found {
             if let Some(tracked) = self.live.get_mut(&member.id.pid) {
                 tracked.depth = member.depth;
-                if tracked.comm != member.comm {
+                if *tracked.comm != *member.comm {
                     // It executed a new program since we saw it. A signal
                     // sent between its fork and that exec may have gone to
                     // its parent's handler (a shell's trap) and been lost:
                     // it gets the stop signal again.
-                    tracked.comm.clone_from(&member.comm);
+                    tracked.comm = Arc::from(member.comm.as_str());
                     tracked.signalled = false;
                 }
                 continue;
@@ -311,7 +330,7 @@ impl<'a> Run<'a> {
             if self.gone.contains(&member.id) {
                 continue;
             }
-            let Ok(handle) = ProcessHandle::open(member.id) else {
+            let Some(handle) = handle else {
                 continue;
             };
             // Without a pidfd the member is still tracked; rescans notice its exit.
@@ -321,7 +340,7 @@ impl<'a> Run<'a> {
                 Tracked {
                     handle,
                     depth: member.depth,
-                    comm: member.comm.clone(),
+                    comm: Arc::from(member.comm.as_str()),
                     signalled: false,
                     stopped: false,
                     killed: false,
@@ -335,7 +354,7 @@ impl<'a> Run<'a> {
             .map(|(pid, _)| *pid)
             .collect();
         self.record_exits(&vanished);
-        Ok(members)
+        Ok(())
     }
 
     fn record_exits(&mut self, pids: &[i32]) {
@@ -505,7 +524,7 @@ impl<'a> Run<'a> {
         let mut remaining: Vec<(usize, i32, String)> = self
             .live
             .iter()
-            .map(|(pid, t)| (t.depth, *pid, t.comm.clone()))
+            .map(|(pid, t)| (t.depth, *pid, t.comm.to_string()))
             .collect();
         remaining.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let at = self.start.elapsed();
@@ -599,7 +618,7 @@ impl<'a> Run<'a> {
                 };
                 Leftover {
                     pid: *pid,
-                    comm: t.comm.clone(),
+                    comm: t.comm.to_string(),
                     state,
                     reason,
                 }

@@ -223,3 +223,22 @@ pub(crate) fn write_all_once(fd: RawFd, bytes: &[u8]) {
     // SAFETY: valid buffer; a failed write is ignored.
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
+
+/// `mallopt(M_ARENA_MAX, n)`: at most `n` malloc arenas. glibc gives each
+/// thread that meets a busy arena one of its own, up to eight per core, and
+/// memory freed in one arena is never reused by another; a supervisor that
+/// spends its time waiting gains nothing from that and pays in memory.
+/// Returns whether the setting took (always `false` without glibc).
+pub(crate) fn limit_malloc_arenas(n: i32) -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes the allocator's settings; it is safe
+        // to call at any time, from any thread.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, n) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = n;
+        false
+    }
+}

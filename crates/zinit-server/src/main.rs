@@ -176,14 +176,19 @@ fn run(mut args: Args) -> Result<i32> {
     // Paths in the log, in `info` and in error messages are absolute.
     args.config = std::path::absolute(&args.config)
         .with_context(|| format!("resolving {}", args.config.display()))?;
+    Host::before_threads();
     // Signals are taken by one dedicated thread (see `signals`); block them
     // before any other thread exists so none of them takes one.
     let signals = signals::block()?;
 
     let socket = zinit_client::socket_path(args.socket.as_deref());
     let socket = std::path::absolute(&socket).unwrap_or(socket);
+    // Two workers; blocking threads only for what may block (reads of other
+    // processes' memory, config files, stats) and never hundreds of them:
+    // each thread is a stack and a malloc arena of its own.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(8)
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, socket, signals))

@@ -121,6 +121,15 @@ pub struct Host {
 }
 
 impl Host {
+    /// What must be set before the process starts its threads (so before
+    /// the async runtime): one malloc arena for all of them, which keeps a
+    /// supervisor of hundreds of units small. Call it first thing in `main`.
+    pub fn before_threads() {
+        if !zinit_process::memory::share_one_malloc_arena() {
+            tracing::debug!("the allocator keeps its own number of arenas");
+        }
+    }
+
     /// Makes this process ready to supervise: raises its open-file limit to
     /// the hard limit (a pidfd per process; children get the original
     /// back), becomes a child subreaper that reaps the orphans it adopts,

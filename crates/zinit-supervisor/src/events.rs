@@ -48,6 +48,11 @@ pub enum EventKind {
     },
 }
 
+/// How many events a subscriber may fall behind before it is told it
+/// missed some (the channel's slots are allocated up front, so this is
+/// memory held from start-up on: 1,024 events are about 100 KiB).
+const BACKLOG: usize = 1024;
+
 /// The broadcast of events. Subscribers that lag are told how many they missed.
 #[derive(Debug, Clone)]
 pub struct EventBus {
@@ -57,7 +62,7 @@ pub struct EventBus {
 impl Default for EventBus {
     fn default() -> Self {
         Self {
-            tx: broadcast::channel(4096).0,
+            tx: broadcast::channel(BACKLOG).0,
         }
     }
 }

@@ -10,6 +10,16 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically, with `mode`.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomically_with(path, mode, |file| file.write_all(bytes))
+}
+
+/// Writes to `path` atomically, with `mode`: `write` fills the new file
+/// (through a buffer) before it replaces the old one.
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -17,13 +27,14 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io:
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .custom_flags(OFlag::O_NOFOLLOW.bits())
         .open(&temp)?;
-    let written = file.write_all(bytes);
+    let mut file = std::io::BufWriter::new(file);
+    let written = write(&mut file).and_then(|()| file.flush());
     drop(file);
     if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
         let _ = std::fs::remove_file(&temp);

@@ -11,7 +11,6 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::watch;
 use zinit_process::identity::FsIdentity;
 
@@ -412,36 +411,21 @@ pub struct Sinks {
     pub file: Option<Arc<Mutex<RotatingFile>>>,
 }
 
+/// The most a capture reads at once, into a buffer on the stack of the
+/// thread that runs it (never kept in the task between reads).
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Reads a pipe until every writer has closed it, line by line, into the
-/// hub (and the sinks). Returns when the pipe reaches end of file.
+/// hub (and the sinks). Returns when the pipe reaches end of file. Lines
+/// longer than 64 KiB are split. A quiet pipe costs no buffer: bytes are
+/// read into a stack buffer once the pipe is readable, and only the start
+/// of a line still waiting for its end is kept.
 pub async fn capture(hub: Arc<LogHub>, unit: String, stream: Stream, pipe: OwnedFd, sinks: Sinks) {
     let Ok(receiver) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
         return;
     };
-    let mut reader = tokio::io::BufReader::with_capacity(16 * 1024, receiver);
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        buf.clear();
-        let n = match (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => 0,
-        };
-        if n == 0 {
-            return;
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let line = hub.push(&unit, stream, text);
+    let emit = |raw: &[u8]| {
+        let line = hub.push(&unit, stream, String::from_utf8_lossy(raw).into_owned());
         if sinks.echo {
             println!("[{unit}] {}", line.text);
         }
@@ -449,6 +433,71 @@ pub async fn capture(hub: Arc<LogHub>, unit: String, stream: Stream, pipe: Owned
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
             let _ = file.write_line(&line);
         }
+    };
+    // The start of a line whose end has not been read yet.
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let ended = receiver.readable().await.is_err();
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = if ended {
+            0
+        } else {
+            match receiver.try_read(&mut chunk) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(_) => 0,
+            }
+        };
+        if n == 0 {
+            // End of file: a last line without its newline is still a line.
+            for part in pending.chunks(MAX_LINE) {
+                emit(part);
+            }
+            return;
+        }
+        let mut rest = &chunk[..n];
+        while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = (&rest[..at], &rest[at + 1..]);
+            rest = tail;
+            if pending.is_empty() {
+                emit_line(head, &emit);
+            } else {
+                pending.extend_from_slice(head);
+                emit_line(&pending, &emit);
+                pending.clear();
+            }
+        }
+        pending.extend_from_slice(rest);
+        let whole = pending.len() / MAX_LINE * MAX_LINE;
+        if whole > 0 {
+            for part in pending[..whole].chunks(MAX_LINE) {
+                emit(part);
+            }
+            pending.drain(..whole);
+        }
+        if pending.is_empty() {
+            // Give a long line's memory back.
+            pending = Vec::new();
+        }
+    }
+}
+
+/// Emits one line read up to its newline: without a trailing `\r`, split
+/// every 64 KiB.
+fn emit_line(line: &[u8], emit: &impl Fn(&[u8])) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        emit(line);
+    }
+    for part in line.chunks(MAX_LINE) {
+        emit(part);
     }
 }
 

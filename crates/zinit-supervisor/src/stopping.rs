@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use zinit_process::stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSpec, stop};
+use zinit_process::stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSink, StopSpec, stop};
 use zinit_process::{Members, Signal};
 
 /// One step of a stop on request, for a client that watches it
@@ -52,7 +52,7 @@ impl StopProgress {
     /// The step a watcher sees of a step of the processes' stop, if any
     /// (exits and the escalation show in the result; SIGSTOP, which only
     /// freezes a tree before SIGKILL, is not shown).
-    pub(crate) fn of(event: StopEvent) -> Option<Self> {
+    pub(crate) fn of(event: &StopEvent) -> Option<Self> {
         match event {
             StopEvent::Signalled {
                 pid,
@@ -60,15 +60,29 @@ impl StopProgress {
                 comm,
                 signal,
                 at,
-            } if signal != Signal::SIGSTOP => Some(Self::Signalled {
-                pid,
-                depth,
-                name: comm,
-                signal,
-                at,
+            } if *signal != Signal::SIGSTOP => Some(Self::Signalled {
+                pid: *pid,
+                depth: *depth,
+                name: comm.to_string(),
+                signal: *signal,
+                at: *at,
             }),
-            StopEvent::Waiting { remaining, at } => Some(Self::Waiting { remaining, at }),
+            StopEvent::Waiting { remaining, at } => Some(Self::Waiting {
+                remaining: remaining.clone(),
+                at: *at,
+            }),
             _ => None,
+        }
+    }
+}
+
+/// Sends the steps of a watched stop to its watcher as they happen.
+pub(crate) struct StopWatcher(pub UnboundedSender<StopProgress>);
+
+impl StopSink for StopWatcher {
+    fn event(&self, event: &StopEvent) {
+        if let Some(step) = StopProgress::of(event) {
+            let _ = self.0.send(step);
         }
     }
 }
@@ -98,7 +112,7 @@ pub async fn stop_unit(
     members: &Members,
     budget: Duration,
     kill_wait: Duration,
-    progress: Option<&UnboundedSender<StopEvent>>,
+    progress: Option<&dyn StopSink>,
     hurry: Option<CancellationToken>,
 ) -> std::io::Result<UnitStopReport> {
     let start = Instant::now();

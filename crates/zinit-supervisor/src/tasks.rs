@@ -6,6 +6,7 @@
 use crate::actor::messages::Msg;
 use crate::command::{CommandResult, run_bounded};
 use crate::config::ServiceConfig;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -63,8 +64,19 @@ pub(crate) async fn watch_adopted(
     wait_empty(members, tx, unit, instance).await;
 }
 
-/// Waits until every process of the instance is gone.
+/// Waits until every process of the instance is gone: with a cgroup, until
+/// it is empty; without one, until every member found has exited and a new
+/// look finds none left. Event-driven: a pidfd per member (or the cgroup's
+/// `cgroup.events`), so a unit that waits costs nothing; only members that
+/// could not get a pidfd are looked at again every ~2 s.
 async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: String, instance: u64) {
+    if let Some(cgroup) = members.cgroup() {
+        wait_cgroup_empty(cgroup).await;
+        let _ = tx.send(Msg::Empty { unit, instance });
+        return;
+    }
+    let mut watcher = None;
+    let mut watched: HashSet<i32> = HashSet::new();
     loop {
         let left = members
             .scan_async(Duration::from_secs(2))
@@ -74,22 +86,83 @@ async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: Stri
             let _ = tx.send(Msg::Empty { unit, instance });
             return;
         }
-        let Ok(mut watcher) = ExitWatcher::new() else {
+        if watcher.is_none() {
+            watcher = ExitWatcher::new().ok();
+        }
+        let Some(watcher) = watcher.as_mut() else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        let mut blind = false;
         for member in &left {
-            if let Ok(handle) = ProcessHandle::open(member.id) {
-                let _ = watcher.add(&handle);
+            if watched.contains(&member.id.pid) {
+                continue;
+            }
+            match ProcessHandle::open(member.id).map(|h| watcher.add(&h)) {
+                Ok(Ok(true)) => {
+                    watched.insert(member.id.pid);
+                }
+                // Gone already: the next look will say.
+                Err(_) => {}
+                _ => blind = true,
             }
         }
-        if let Some(events) = members.cgroup().and_then(|c| c.open_events().ok()) {
-            let _ = watcher.watch_cgroup(events);
+        // Until every watched member has exited (then look again: one may
+        // have left children), or the tick for members without a pidfd.
+        let tick = if blind {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(3600)
+        };
+        while !watched.is_empty() {
+            let Ok(wake) = watcher.wait(tokio::time::Instant::now() + tick).await else {
+                break;
+            };
+            for pid in &wake.exited {
+                watched.remove(pid);
+            }
+            if wake.is_timeout() {
+                break;
+            }
         }
-        // An exit (or the ~2 s tick, to catch processes that appeared) ends the wait.
-        let _ = watcher
-            .wait(tokio::time::Instant::now() + Duration::from_secs(2))
-            .await;
+        if blind && watched.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Waits until the cgroup has no live process: its `cgroup.events` says
+/// `populated 0` (one descriptor, whatever the number of processes), or the
+/// cgroup is gone.
+async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
+    loop {
+        match cgroup.populated() {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(_) if !cgroup.path().exists() => return,
+            Err(_) => {}
+        }
+        let armed = ExitWatcher::new().and_then(|mut watcher| {
+            watcher.watch_cgroup(cgroup.open_events()?)?;
+            Ok(watcher)
+        });
+        let Ok(mut watcher) = armed else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        // Look again now that a change would wake us, then wait for one.
+        loop {
+            match cgroup.populated() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) if !cgroup.path().exists() => return,
+                Err(_) => break,
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if watcher.wait(far).await.is_err() {
+                break;
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use zinit_proto::v1 as pb;
 use zinit_supervisor::Supervisor;
-use zinit_supervisor::shutdown::{MAX_DEADLINE, ShutdownOptions, SparePids, Summary};
+use zinit_supervisor::shutdown::{EventSink, MAX_DEADLINE, ShutdownOptions, SparePids, Summary};
 
 /// Server exit codes.
 pub mod exit {
@@ -191,21 +191,17 @@ async fn run(inner: Arc<Inner>, timeout: Duration) {
         "shutdown: begins (deadline {})",
         humantime::format_duration(timeout)
     );
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Every event goes into the replay log as it happens, from whichever
+    // task makes it (no queue in between to fill up).
     let replay = inner.replay.clone();
-    let forward = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            replay.push(convert::shutdown_event(event));
-        }
-    });
+    let events: EventSink = Arc::new(move |event| replay.push(convert::shutdown_event(event)));
     let options = ShutdownOptions {
         timeout,
         force: inner.force.clone(),
         spare: inner.spare.clone(),
         reboot: inner.reboot.load(Ordering::SeqCst),
     };
-    let summary = inner.sup.shutdown(options, tx).await;
-    let _ = forward.await;
+    let summary = inner.sup.shutdown(options, events).await;
     inner.replay.finish();
     watchdog.disarm();
     if let Some(after) = &after {

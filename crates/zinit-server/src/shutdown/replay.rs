@@ -3,7 +3,14 @@
 //! that joins late gets everything so far and then the live events, and a
 //! slow client never makes another one miss an event. The summary is always
 //! the last event, sent before the stream ends.
+//!
+//! The log keeps each event encoded (its protobuf bytes, one buffer for
+//! all of them): a shutdown of thousands of processes sends an event per
+//! signal, and the encoded form is a fraction of the decoded one. A stream
+//! decodes one event at a time as it sends it, so a client never holds a
+//! copy of the log either.
 
+use prost::Message;
 use std::pin::Pin;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -17,8 +24,27 @@ pub type EventStream =
 
 #[derive(Default)]
 struct Log {
-    events: Vec<pb::ShutdownEvent>,
+    /// Every event, encoded, one after the other.
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`.
+    ends: Vec<u32>,
     done: bool,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `n`th event (`None` past the end, or if it does not decode).
+    fn event(&self, n: usize) -> Option<pb::ShutdownEvent> {
+        let start = match n {
+            0 => 0,
+            _ => *self.ends.get(n - 1)? as usize,
+        };
+        let end = *self.ends.get(n)? as usize;
+        pb::ShutdownEvent::decode(self.bytes.get(start..end)?).ok()
+    }
 }
 
 /// The events of the one shutdown.
@@ -63,8 +89,11 @@ impl Replay {
         let n = {
             let mut log = self.lock();
             let log = log.get_or_insert_with(Log::default);
-            log.events.push(event);
-            log.events.len()
+            // Encoding into a Vec cannot run out of room.
+            if event.encode(&mut log.bytes).is_ok() {
+                log.ends.push(log.bytes.len() as u32);
+            }
+            log.len()
         };
         self.grown.send_replace(n);
     }
@@ -75,7 +104,7 @@ impl Replay {
             let mut log = self.lock();
             let log = log.get_or_insert_with(Log::default);
             log.done = true;
-            log.events.len()
+            log.len()
         };
         // Wake the streams so they see `done`.
         self.grown.send_replace(n + 1);
@@ -89,17 +118,23 @@ impl Replay {
             let mut grown = replay.grown.subscribe();
             let mut sent = 0;
             loop {
-                let (batch, done) = {
+                // One event at a time, decoded under the lock, sent without it.
+                let (next, done) = {
                     let log = replay.lock();
                     let log = log.as_ref().expect("the stream of a shutdown that began");
-                    (log.events[sent..].to_vec(), log.done)
+                    let next = (sent < log.len()).then(|| log.event(sent));
+                    (next, log.done)
                 };
-                sent += batch.len();
-                for event in batch {
+                if let Some(event) = next {
+                    sent += 1;
+                    let Some(event) = event else {
+                        continue;
+                    };
                     let response = pb::ShutdownResponse { event: Some(event) };
                     if tx.send(Ok(response)).await.is_err() {
                         return; // The client went away; the shutdown goes on.
                     }
+                    continue;
                 }
                 if done || grown.wait_for(|n| *n > sent).await.is_err() {
                     return;

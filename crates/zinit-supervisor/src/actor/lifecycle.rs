@@ -15,18 +15,17 @@ use crate::command::command_for;
 use crate::config::{LogMode, RestartMode};
 use crate::events::EventKind;
 use crate::logs::{RotatingFile, Sinks, Stream, capture};
-use crate::shutdown::UnitShutDown;
+use crate::shutdown::{StopCounts, UnitShutDown};
 use crate::state::State;
 use crate::stopping::{UnitStopReport, stop_unit};
 use crate::tasks::{monitor, readiness};
 use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+use zinit_process::StopSink;
 use zinit_process::identity::FsIdentity;
 use zinit_process::spawn::{ExitStatus, Output};
-use zinit_process::stop::StopEvent;
 use zinit_process::{Members, StopOutcome};
 
 /// How long to wait after SIGKILL in a single-unit stop.
@@ -41,7 +40,7 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct StopParams {
     pub budget: Duration,
     pub kill_wait: Duration,
-    pub progress: Option<UnboundedSender<StopEvent>>,
+    pub progress: Option<Arc<dyn StopSink>>,
     pub hurry: CancellationToken,
 }
 
@@ -325,7 +324,7 @@ impl Actor {
                 &instance.members,
                 budget,
                 kill_wait,
-                progress.as_ref(),
+                progress.as_deref(),
                 Some(hurry),
             )
             .await
@@ -524,13 +523,18 @@ impl Actor {
             Err(e) => format!("stopped with an error: {e}"),
         };
         for reply in self.waiters.shutdown.remove(name).unwrap_or_default() {
-            let _ = reply.send(UnitShutDown {
-                report: report.as_ref().ok().cloned(),
+            reply.send(UnitShutDown {
+                counts: report.as_ref().ok().map(StopCounts::of),
                 error: report.as_ref().err().cloned(),
                 last_exit,
             });
         }
-        if let Ok(report) = report {
+        // Kept for the stop requests that ask for it; once intake is frozen
+        // (a shutdown) only a waiting request can, so the report of every
+        // other unit's stop is let go at once.
+        if let Ok(report) = report
+            && (!self.intake_frozen || self.waiters.stop.contains_key(name))
+        {
             self.last_stop.insert(name.to_string(), report);
         }
         match then {

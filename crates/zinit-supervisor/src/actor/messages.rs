@@ -6,7 +6,7 @@
 
 use crate::api::{AddResult, JobSpec, ReloadSummary, StopResult, SupervisorError};
 use crate::config::{ConfigSet, ServiceConfig};
-use crate::shutdown::{ShutdownUnit, UnitShutDown};
+use crate::shutdown::{DoneTo, ShutdownUnit};
 use crate::stopping::{StopProgress, UnitStopReport};
 use crate::unit::{TimerGeneration, UnitStatus};
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use zinit_process::StopSink;
 use zinit_process::spawn::ExitStatus;
-use zinit_process::stop::StopEvent;
 use zinit_process::{Members, Signal};
 
 /// Where the answer to a request goes.
@@ -68,9 +68,9 @@ pub(crate) struct ShutdownStop {
     pub name: String,
     pub budget: Duration,
     pub kill_wait: Duration,
-    pub progress: UnboundedSender<StopEvent>,
+    pub progress: Arc<dyn StopSink>,
     pub hurry: CancellationToken,
-    pub reply: oneshot::Sender<UnitShutDown>,
+    pub reply: DoneTo,
 }
 
 /// Everything the actor handles.
@@ -105,4 +105,6 @@ pub(crate) enum Msg {
         unit: String,
         instance: u64,
     },
+    /// A record held back during a shutdown is due (see `save_record`).
+    SaveRecord,
 }

@@ -21,7 +21,7 @@ use crate::api::{StopResult, SupervisorError};
 use crate::config::{ConfigError, ConfigSet};
 use crate::events::{EventBus, EventKind};
 use crate::logs::LogHub;
-use crate::shutdown::UnitShutDown;
+use crate::shutdown::DoneTo;
 use crate::state::State;
 use crate::stopping::UnitStopReport;
 use crate::takeover::{RecordFile, TakeoverPlan};
@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use zinit_process::CgroupRoot;
 
 /// Requests waiting for a unit to get somewhere, by unit name.
@@ -44,7 +44,7 @@ pub(crate) struct Waiters {
     /// Remove requests, answered when the stop before the removal finishes.
     remove: HashMap<String, Vec<Reply<Option<UnitStopReport>>>>,
     /// The shutdown's stop of a unit, answered when that stop finishes.
-    shutdown: HashMap<String, Vec<oneshot::Sender<UnitShutDown>>>,
+    shutdown: HashMap<String, Vec<DoneTo>>,
 }
 
 pub(crate) struct Actor {
@@ -68,6 +68,10 @@ pub(crate) struct Actor {
     record_file: Option<RecordFile>,
     /// Cgroup directories of previous servers whose units were adopted.
     adopted_roots: Vec<PathBuf>,
+    /// When the record was last handed to its writer.
+    record_saved: Option<std::time::Instant>,
+    /// A `Msg::SaveRecord` is on its way.
+    record_timer: bool,
 }
 
 impl Actor {
@@ -96,6 +100,8 @@ impl Actor {
             shutdown_deadline: None,
             record_file,
             adopted_roots: Vec::new(),
+            record_saved: None,
+            record_timer: false,
         };
         for (name, config) in set.services {
             let mut unit = Unit::new(Arc::new(config), UnitKind::Service);
@@ -144,6 +150,7 @@ impl Actor {
             } => self.stop_done(&unit, stop_op, report),
             Msg::BackoffDone { unit, timers } => self.backoff_done(&unit, timers),
             Msg::OutputClosed { unit, instance } => self.output_closed(&unit, instance),
+            Msg::SaveRecord => self.record_timer = false,
         }
     }
 

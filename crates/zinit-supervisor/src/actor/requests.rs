@@ -6,9 +6,10 @@ use super::lifecycle::StopParams;
 use super::messages::{Reply, Request};
 use crate::api::{StopResult, SupervisorError};
 use crate::state::State;
-use crate::stopping::{StopProgress, UnitStopReport};
+use crate::stopping::{StopProgress, StopWatcher, UnitStopReport};
 use crate::unit::{Then, UnitStatus};
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
 use zinit_process::{Members, ProcessHandle, ProcessId, Signal};
 
 impl Actor {
@@ -162,17 +163,7 @@ impl Actor {
                 mode: unit.config.stop_mode,
                 budget: params.budget,
             });
-            let (steps, mut rx) = unbounded_channel();
-            tokio::spawn(async move {
-                while let Some(step) = rx.recv().await {
-                    if let Some(progress) = StopProgress::of(step)
-                        && watcher.send(progress).is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-            params.progress = Some(steps);
+            params.progress = Some(Arc::new(StopWatcher(watcher)));
         }
         self.begin_stop_with(name, then, reason, params);
     }

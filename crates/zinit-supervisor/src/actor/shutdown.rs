@@ -55,7 +55,7 @@ impl Actor {
             reply,
         } = stop;
         let Some(unit) = self.units.get(&name) else {
-            let _ = reply.send(UnitShutDown::default());
+            reply.send(UnitShutDown::default());
             return;
         };
         if unit.state == State::Stopping {
@@ -71,7 +71,7 @@ impl Actor {
             return;
         }
         if !unit.alive() {
-            let _ = reply.send(UnitShutDown {
+            reply.send(UnitShutDown {
                 last_exit: unit.last_exit,
                 ..UnitShutDown::default()
             });

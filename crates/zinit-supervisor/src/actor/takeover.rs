@@ -4,6 +4,7 @@
 //! changed it.
 
 use super::Actor;
+use super::messages::Msg;
 use crate::events::EventKind;
 use crate::state::State;
 use crate::takeover::{
@@ -13,6 +14,9 @@ use crate::tasks::watch_adopted;
 use crate::unit::{Instance, Then, Unit, UnitKind};
 use std::time::Instant;
 use zinit_process::stop::StopMode;
+
+/// How often the record is rewritten at most during a shutdown.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Actor {
     /// Takes the previous server's units over: adopts, or starts stopping.
@@ -168,13 +172,33 @@ impl Actor {
         record
     }
 
-    /// Rewrites the record if it changed.
+    /// Rewrites the record if it changed. During a shutdown (when nothing
+    /// starts, and every batch of messages changes some unit's state) at
+    /// most every [`RECORD_EVERY`]: a record a moment old only makes a
+    /// successor stop again what is already gone.
     pub(super) fn save_record(&mut self) {
-        if self.record_file.is_some() {
-            let record = self.record();
-            if let Some(file) = self.record_file.as_mut() {
-                file.save(&record);
+        if self.record_file.is_none() {
+            return;
+        }
+        if self.shutdown_deadline.is_some()
+            && let Some(saved) = self.record_saved
+            && saved.elapsed() < RECORD_EVERY
+        {
+            if !self.record_timer {
+                self.record_timer = true;
+                let tx = self.tx.clone();
+                let due = RECORD_EVERY.saturating_sub(saved.elapsed());
+                tokio::spawn(async move {
+                    tokio::time::sleep(due).await;
+                    let _ = tx.send(Msg::SaveRecord);
+                });
             }
+            return;
+        }
+        let record = self.record();
+        if let Some(file) = self.record_file.as_mut() {
+            file.save(record);
+            self.record_saved = Some(Instant::now());
         }
     }
 }

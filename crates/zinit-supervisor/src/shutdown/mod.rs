@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sweep::SweepScope;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zinit_process::spawn::ExitStatus;
@@ -39,9 +39,31 @@ use zinit_process::{Signal, StopOutcome};
 /// What the actor answers once the shutdown's stop of a unit is done.
 #[derive(Debug, Default)]
 pub(crate) struct UnitShutDown {
-    pub report: Option<UnitStopReport>,
+    /// What the stop did (`None` when it failed or did not run).
+    pub counts: Option<StopCounts>,
     pub error: Option<String>,
     pub last_exit: Option<ExitStatus>,
+}
+
+/// What the shutdown needs of a unit's stop report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopCounts {
+    pub outcome: StopOutcome,
+    /// Processes that exited.
+    pub exited: usize,
+    /// Of those, processes that were killed.
+    pub killed: usize,
+}
+
+impl StopCounts {
+    pub fn of(report: &UnitStopReport) -> Self {
+        let (exited, killed) = report.processes.exit_counts();
+        Self {
+            outcome: report.outcome,
+            exited,
+            killed,
+        }
+    }
 }
 
 /// How a shutdown runs.
@@ -237,9 +259,46 @@ impl EmergencyStop {
 struct Stopping {
     name: String,
     started: Instant,
-    reply: oneshot::Receiver<UnitShutDown>,
-    /// Forwards the unit's progress; it ends once the stop dropped its sender.
-    forward: tokio::task::JoinHandle<()>,
+}
+
+/// Where the shutdown's events go, as they happen, from whichever task
+/// makes them (the server appends them to its replay log).
+pub type EventSink = Arc<dyn Fn(ShutdownEvent) + Send + Sync>;
+
+/// Where the actor answers when the shutdown's stop of a unit is done:
+/// one channel for every unit, so waiting for the next one costs the same
+/// however many run.
+#[derive(Debug)]
+pub(crate) struct DoneTo {
+    name: String,
+    tx: mpsc::UnboundedSender<(String, UnitShutDown)>,
+}
+
+impl DoneTo {
+    /// Answers with what the stop did.
+    pub fn send(self, done: UnitShutDown) {
+        let _ = self.tx.send((self.name, done));
+    }
+}
+
+/// One unit's stop progress, turned into shutdown events on the spot (in
+/// the stopping task, so all of them come before the unit's end).
+struct UnitProgress {
+    unit: String,
+    budget: Duration,
+    start: Instant,
+    sink: EventSink,
+}
+
+impl zinit_process::StopSink for UnitProgress {
+    fn event(&self, event: &StopEvent) {
+        if let Some(kind) = progress_event(&self.unit, self.budget, event) {
+            (self.sink)(ShutdownEvent {
+                at: self.start.elapsed(),
+                kind,
+            });
+        }
+    }
 }
 
 impl Supervisor {
@@ -289,17 +348,13 @@ impl Supervisor {
     }
 
     /// Shuts everything down within `options.timeout` and returns the
-    /// summary; every step is reported on `events` as it happens. Intake is
+    /// summary; every step is given to `events` as it happens. Intake is
     /// frozen for good: a supervisor is not started again after this.
-    pub async fn shutdown(
-        &self,
-        options: ShutdownOptions,
-        events: mpsc::UnboundedSender<ShutdownEvent>,
-    ) -> Summary {
+    pub async fn shutdown(&self, options: ShutdownOptions, events: EventSink) -> Summary {
         let start = Instant::now();
         let deadline = start + options.timeout.min(MAX_DEADLINE);
         let emit = |kind| {
-            let _ = events.send(ShutdownEvent {
+            events(ShutdownEvent {
                 at: start.elapsed(),
                 kind,
             });
@@ -323,9 +378,9 @@ impl Supervisor {
         let timeout = deadline - start;
         self.stop_in_order(
             &units,
-            (deadline, timeout),
+            (start, deadline, timeout),
             &options.force,
-            &emit,
+            &events,
             &mut summary,
         )
         .await;
@@ -363,11 +418,17 @@ impl Supervisor {
     async fn stop_in_order(
         &self,
         units: &[ShutdownUnit],
-        (deadline, timeout): (Instant, Duration),
+        (start, deadline, timeout): (Instant, Instant, Duration),
         force: &CancellationToken,
-        emit: &impl Fn(ShutdownEventKind),
+        events: &EventSink,
         summary: &mut Summary,
     ) {
+        let emit = |kind| {
+            events(ShutdownEvent {
+                at: start.elapsed(),
+                kind,
+            });
+        };
         let left = |now: Instant| deadline.saturating_duration_since(now);
         let planned = plan::plan_units(units, left(Instant::now()), force.is_cancelled());
         emit(ShutdownEventKind::Plan(Plan {
@@ -380,9 +441,8 @@ impl Supervisor {
             units.iter().map(|u| (u.name.as_str(), u)).collect();
         let mut pending: Vec<&PlannedUnit> = planned.iter().collect();
         let mut stopped: HashSet<String> = HashSet::new();
-        let mut running: Vec<Stopping> = Vec::new();
-        let (progress_tx, mut progress) =
-            mpsc::unbounded_channel::<(String, Duration, StopEvent)>();
+        let mut running: HashMap<String, Stopping> = HashMap::new();
+        let (done_tx, mut done) = mpsc::unbounded_channel::<(String, UnitShutDown)>();
         loop {
             // Start every unit whose dependents have all stopped. If nothing
             // can start and nothing runs, the rest is a cycle: start it all.
@@ -413,15 +473,16 @@ impl Supervisor {
                 let kill_wait = (deadline - TAIL_RESERVE / 2)
                     .saturating_duration_since(now + budget)
                     .clamp(Duration::from_millis(100), Duration::from_secs(1));
-                let (unit_tx, mut unit_rx) = mpsc::unbounded_channel();
-                let forward = progress_tx.clone();
-                let name = unit.name.clone();
-                let forward = tokio::spawn(async move {
-                    while let Some(event) = unit_rx.recv().await {
-                        let _ = forward.send((name.clone(), budget, event));
-                    }
+                let progress = Arc::new(UnitProgress {
+                    unit: unit.name.clone(),
+                    budget,
+                    start,
+                    sink: events.clone(),
                 });
-                let (reply, answer) = oneshot::channel();
+                let reply = DoneTo {
+                    name: unit.name.clone(),
+                    tx: done_tx.clone(),
+                };
                 let _ = self
                     .tx
                     .send(crate::actor::messages::Msg::Req(Request::ShutdownStop(
@@ -429,48 +490,30 @@ impl Supervisor {
                             name: unit.name.clone(),
                             budget,
                             kill_wait,
-                            progress: unit_tx,
+                            progress,
                             hurry: force.clone(),
                             reply,
                         },
                     )));
-                running.push(Stopping {
-                    name: unit.name.clone(),
-                    started: now,
-                    reply: answer,
-                    forward,
-                });
+                running.insert(
+                    unit.name.clone(),
+                    Stopping {
+                        name: unit.name.clone(),
+                        started: now,
+                    },
+                );
             }
             if running.is_empty() && pending.is_empty() {
                 break;
             }
-            let done = std::future::poll_fn(|cx| {
-                for (i, stop) in running.iter_mut().enumerate() {
-                    if let std::task::Poll::Ready(result) =
-                        std::pin::Pin::new(&mut stop.reply).poll(cx)
-                    {
-                        return std::task::Poll::Ready((i, result.unwrap_or_default()));
-                    }
-                }
-                std::task::Poll::Pending
-            });
-            tokio::select! {
-                (i, answer) = done => {
-                    let mut stop = running.swap_remove(i);
-                    // This unit's progress first, all of it: its forwarder
-                    // ends once the finished stop dropped its sender.
-                    let _ = (&mut stop.forward).await;
-                    while let Ok((unit, budget, event)) = progress.try_recv() {
-                        report_progress(emit, &unit, budget, event);
-                    }
-                    emit(unit_stopped(&stop, answer, summary));
-                    stopped.insert(stop.name);
-                }
-                Some((unit, budget, event)) = progress.recv() => report_progress(emit, &unit, budget, event),
+            // The next unit done (then more may start). The sender kept
+            // here means this never ends while units run.
+            if let Some((name, answer)) = done.recv().await
+                && let Some(stop) = running.remove(&name)
+            {
+                emit(unit_stopped(&stop, answer, summary));
+                stopped.insert(stop.name);
             }
-        }
-        while let Ok((unit, budget, event)) = progress.try_recv() {
-            report_progress(emit, &unit, budget, event);
         }
     }
 }
@@ -489,22 +532,22 @@ fn unit_stopped(stop: &Stopping, answer: UnitShutDown, summary: &mut Summary) ->
         tracing::error!("shutdown: stopping {}: {error}", stop.name);
     }
     if let (
-        Some(report),
+        Some(counts),
         ShutdownEventKind::UnitStopped {
             outcome,
             exited,
             killed,
             ..
         },
-    ) = (answer.report, &mut event)
+    ) = (answer.counts, &mut event)
     {
-        let (all, by_kill) = report.processes.exit_counts();
-        *outcome = Some(report.outcome);
+        let (all, by_kill) = (counts.exited, counts.killed);
+        *outcome = Some(counts.outcome);
         *exited = all as u32;
         *killed = by_kill as u32;
         summary.processes_graceful += (all - by_kill) as u32;
         summary.processes_killed += by_kill as u32;
-        match report.outcome {
+        match counts.outcome {
             StopOutcome::Graceful => summary.units_graceful += 1,
             _ => summary.units_killed += 1,
         }
@@ -512,13 +555,9 @@ fn unit_stopped(stop: &Stopping, answer: UnitShutDown, summary: &mut Summary) ->
     event
 }
 
-/// Turns a unit's stop progress into shutdown events.
-fn report_progress(
-    emit: &impl Fn(ShutdownEventKind),
-    unit: &str,
-    budget: Duration,
-    event: StopEvent,
-) {
+/// A unit's stop progress as a shutdown event (signals other than
+/// SIGSTOP, and what is still blocking).
+fn progress_event(unit: &str, budget: Duration, event: &StopEvent) -> Option<ShutdownEventKind> {
     match event {
         StopEvent::Signalled {
             pid,
@@ -526,26 +565,26 @@ fn report_progress(
             comm,
             signal,
             ..
-        } if signal != Signal::SIGSTOP => emit(ShutdownEventKind::SignalSent {
+        } if *signal != Signal::SIGSTOP => Some(ShutdownEventKind::SignalSent {
             unit: Some(unit.to_string()),
-            pid,
-            depth,
-            signal,
-            name: comm,
+            pid: *pid,
+            depth: *depth,
+            signal: *signal,
+            name: comm.to_string(),
         }),
-        StopEvent::Waiting { remaining, at } => emit(ShutdownEventKind::StillWaiting(
+        StopEvent::Waiting { remaining, at } => Some(ShutdownEventKind::StillWaiting(
             remaining
-                .into_iter()
+                .iter()
                 .map(|(pid, name)| Blocker {
                     unit: unit.to_string(),
-                    pid,
-                    name,
-                    waiting: at,
+                    pid: *pid,
+                    name: name.clone(),
+                    waiting: *at,
                     budget,
                 })
                 .collect(),
         )),
-        _ => {}
+        _ => None,
     }
 }
 

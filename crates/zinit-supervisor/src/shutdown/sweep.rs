@@ -86,9 +86,15 @@ impl SweepScope {
         }
     }
 
-    /// The targets now (blocking: reads /proc).
+    /// The targets now (blocking: reads /proc). Executables and command
+    /// lines are read only when a filter needs them.
     pub fn targets(&self) -> std::io::Result<Vec<SweepTarget>> {
-        let table = ProcessTable::snapshot(Detail::Full)?;
+        let detail = if self.filters.iter().any(|f| f.detail() == Detail::Full) {
+            Detail::Full
+        } else {
+            Detail::Basic
+        };
+        let table = ProcessTable::snapshot(detail)?;
         let mut protected = protected_pids(&table);
         for &pid in &self.spare {
             protected.insert(pid);
@@ -199,7 +205,7 @@ pub(crate) async fn sweep(
                 pid,
                 depth,
                 signal,
-                name: comm,
+                name: comm.to_string(),
             }),
             StopEvent::Exited { pid, killed, .. } => {
                 swept += 1;

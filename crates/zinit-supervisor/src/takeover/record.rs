@@ -12,6 +12,7 @@
 
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
+use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -214,38 +215,138 @@ pub(crate) fn read(path: &Path) -> Result<Option<Record>, String> {
     Ok(Some(record))
 }
 
-/// Keeps the record at a path up to date, writing only what changed.
+/// Keeps the record at a path up to date, writing only what changed. The
+/// actor hands each new record over and goes on: a writer thread of its own
+/// serialises and writes the newest one (records that arrive while it
+/// writes replace each other), so neither the JSON nor the disk ever holds
+/// up the actor.
 #[derive(Debug)]
 pub(crate) struct RecordFile {
     path: PathBuf,
-    last: Vec<u8>,
+    shared: std::sync::Arc<Writer>,
+}
+
+/// What the actor and the writer thread share.
+#[derive(Debug, Default)]
+struct Writer {
+    pending: std::sync::Mutex<Pending>,
+    wake: std::sync::Condvar,
+    /// Held while the file is written or removed.
+    io: std::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    record: Option<Record>,
+    /// The record was removed: nothing is written again.
+    removed: bool,
+    /// The actor is gone: the writer ends once it wrote what is pending.
+    closed: bool,
+}
+
+impl Writer {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, path: &Path) {
+        // A keyed hash of the last record written (not its bytes: a record
+        // of thousands of processes is hundreds of KiB of JSON).
+        let keys = std::hash::RandomState::new();
+        let mut last: Option<u64> = None;
+        loop {
+            let record = {
+                let mut pending = self.pending();
+                loop {
+                    if pending.removed {
+                        return;
+                    }
+                    if let Some(record) = pending.record.take() {
+                        break record;
+                    }
+                    if pending.closed {
+                        return;
+                    }
+                    pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let mut hash = Hashing(keys.build_hasher());
+            if serde_json::to_writer(&mut hash, &record).is_err() {
+                continue;
+            }
+            let hash = hash.0.finish();
+            if last == Some(hash) {
+                continue;
+            }
+            let _io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+            if self.pending().removed {
+                return;
+            }
+            let written = crate::files::write_atomically_with(path, 0o600, |file| {
+                serde_json::to_writer(file, &record).map_err(std::io::Error::other)
+            });
+            match written {
+                Ok(()) => last = Some(hash),
+                Err(e) => tracing::error!("cannot write the record {}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 impl RecordFile {
     pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            last: Vec::new(),
+        let shared = std::sync::Arc::new(Writer::default());
+        let writer = shared.clone();
+        let at = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("zinit-record".into())
+            .stack_size(256 * 1024)
+            .spawn(move || writer.run(&at));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the record's writer thread: {e}");
         }
+        Self { path, shared }
     }
 
-    /// Writes `record` if it differs from the last one written.
-    pub fn save(&mut self, record: &Record) {
-        let Ok(bytes) = serde_json::to_vec(record) else {
-            return;
-        };
-        if bytes == self.last {
-            return;
-        }
-        match crate::files::write_atomically(&self.path, &bytes, 0o600) {
-            Ok(()) => self.last = bytes,
-            Err(e) => tracing::error!("cannot write the record {}: {e}", self.path.display()),
-        }
+    /// Hands `record` to the writer, which writes it if it differs from
+    /// the last one written (unless a newer one replaces it first).
+    pub fn save(&mut self, record: Record) {
+        self.shared.pending().record = Some(record);
+        self.shared.wake.notify_one();
     }
 
-    /// Removes the record (after a clean exit: nothing to take over).
+    /// Removes the record (after a clean exit: nothing to take over); no
+    /// write is made after this, not even one already handed over.
     pub fn remove(&self) {
+        {
+            let mut pending = self.shared.pending();
+            pending.removed = true;
+            pending.record = None;
+        }
+        self.shared.wake.notify_one();
+        let _io = self.shared.io.lock().unwrap_or_else(|e| e.into_inner());
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for RecordFile {
+    fn drop(&mut self) {
+        self.shared.pending().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A writer that only hashes what it is given.
+struct Hashing(std::hash::DefaultHasher);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        Hasher::write(&mut self.0, bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
