@@ -24,12 +24,27 @@ pub struct Limit {
 /// The value that means "no limit" (`RLIM_INFINITY` on Linux).
 pub const UNLIMITED: u64 = u64::MAX;
 
-/// Raises the soft limit on open files to the hard limit, so that a pidfd per
-/// process of thousands of processes fits, and remembers the original for
-/// children ([`original_nofile`]). Returns the new soft limit.
+/// The most open files this process asks for: a stop holds two descriptors
+/// per process (its pidfd and the exit watcher's copy), so 10,000 processes
+/// need 20,000.
+const WANTED_NOFILE: u64 = 1 << 20;
+
+/// Raises the limit on open files so that a pidfd per process of thousands
+/// of processes fits: soft and hard to 2^20 (at most `fs.nr_open`) when this
+/// process may raise its hard limit (root), else the soft limit to the hard
+/// one. Remembers the original for children ([`original_nofile`]). Returns
+/// the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     let _ = ORIGINAL_NOFILE.set((soft, hard));
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(hard);
+    let wanted = WANTED_NOFILE.min(nr_open);
+    if wanted > hard && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return Ok(wanted);
+    }
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }

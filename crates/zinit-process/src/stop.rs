@@ -1,7 +1,8 @@
 //! Stopping one unit's process tree, gracefully and then by force.
 //!
-//! [`stop`] sends the stop signal (each followed by `SIGCONT`, so stopped
-//! processes see it) according to a [`StopMode`]: in [`StopMode::Tree`] the
+//! [`stop`] sends the stop signal (followed by `SIGCONT` to a process read
+//! as stopped, so it sees it; a rescan that finds a signalled process stopped
+//! continues it) according to a [`StopMode`]: in [`StopMode::Tree`] the
 //! deepest descendants first, level by level up to the main process, the tree
 //! re-read between levels. A level gets until it has exited, or until
 //! `level_idle` passes with none of its members exiting, and never more than
@@ -238,6 +239,9 @@ struct Tracked {
     depth: usize,
     comm: Arc<str>,
     signalled: bool,
+    /// Job-control stopped (state T) as of the last read: it gets SIGCONT
+    /// after its stop signal, and again at a rescan that finds it stopped.
+    suspended: bool,
     stopped: bool,
     killed: bool,
 }
@@ -317,6 +321,11 @@ impl<'a> Run<'a> {
         for Found { member, handle } in found {
             if let Some(tracked) = self.live.get_mut(&member.id.pid) {
                 tracked.depth = member.depth;
+                tracked.suspended = member.state == ProcState::Stopped;
+                if tracked.suspended && tracked.signalled && !tracked.stopped {
+                    // Stopped after its stop signal: it cannot act on it.
+                    let _ = tracked.handle.signal(Signal::SIGCONT);
+                }
                 if *tracked.comm != *member.comm {
                     // It executed a new program since we saw it. A signal
                     // sent between its fork and that exec may have gone to
@@ -342,6 +351,7 @@ impl<'a> Run<'a> {
                     depth: member.depth,
                     comm: Arc::from(member.comm.as_str()),
                     signalled: false,
+                    suspended: member.state == ProcState::Stopped,
                     stopped: false,
                     killed: false,
                 },
@@ -374,8 +384,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Sends `signal` to one tracked member (then SIGCONT, unless the signal
-    /// is SIGSTOP or SIGKILL). A member that already exited is simply skipped.
+    /// Sends `signal` to one tracked member (then SIGCONT if it was read as
+    /// stopped, unless the signal is SIGSTOP or SIGKILL). A member that
+    /// already exited is simply skipped.
     fn send(&mut self, pid: i32, signal: Signal) {
         let Some(t) = self.live.get_mut(&pid) else {
             return;
@@ -388,7 +399,9 @@ impl<'a> Run<'a> {
             Signal::SIGSTOP => t.stopped = true,
             _ => {
                 t.signalled = true;
-                let _ = t.handle.signal(Signal::SIGCONT);
+                if t.suspended {
+                    let _ = t.handle.signal(Signal::SIGCONT);
+                }
             }
         }
         let (depth, comm) = (t.depth, t.comm.clone());
