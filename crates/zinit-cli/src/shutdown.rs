@@ -153,7 +153,8 @@ pub async fn run(
 /// share its PID namespace, else until its socket (or TCP listener) is gone
 /// and refuses.
 async fn wait_for_exit(pid: Option<u32>, target: &Target, bound: Duration) -> bool {
-    let end = Instant::now() + bound;
+    let start = Instant::now();
+    let end = start + bound;
     loop {
         let alive = match (pid, target) {
             (Some(pid), _) => std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -174,8 +175,14 @@ async fn wait_for_exit(pid: Option<u32>, target: &Target, bound: Duration) -> bo
             return false;
         }
         // Sleep without blocking the runtime: the connection must still
-        // be able to answer the server's GOAWAY and close.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // be able to answer the server's GOAWAY and close. A server usually
+        // exits within milliseconds of its last event: look often at first.
+        let pause = if start.elapsed() < Duration::from_millis(200) {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(10)
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
