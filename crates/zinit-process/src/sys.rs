@@ -242,3 +242,18 @@ pub(crate) fn limit_malloc_arenas(n: i32) -> bool {
         false
     }
 }
+
+/// `malloc_trim(0)`: returns the free pages of every arena to the system.
+/// Returns whether any was returned (always `false` without glibc).
+pub(crate) fn trim_malloc() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim only releases free memory; it is safe to call
+        // at any time, from any thread.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}

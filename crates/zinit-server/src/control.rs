@@ -63,10 +63,11 @@ fn check_name(name: &str) -> Result<(), Status> {
 
 /// Open log and event streams a server serves at once.
 const MAX_STREAMS: usize = 64;
-/// Messages a stream may have waiting for its client (log lines are at most
-/// 64 KiB each, so a stalled follower holds at most a few hundred KiB, and
-/// all of them together at most `MAX_STREAMS` times that).
-const STREAM_BUFFER: usize = 4;
+/// Messages a stream may have waiting for its client, besides what HTTP/2
+/// buffers for it (log lines are at most 64 KiB each: a follower of a flood
+/// holds about 1 MiB in all, and all of them together at most `MAX_STREAMS`
+/// times that; the memory goes back to the system when they end).
+const STREAM_BUFFER: usize = 1;
 /// A client that reads nothing for this long is dropped.
 const STALL: Duration = Duration::from_secs(10);
 
@@ -76,6 +77,9 @@ struct StreamSlot(Arc<AtomicUsize>);
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        // A stream that ended may have carried a flood: what its buffers
+        // held goes back to the system.
+        zinit_supervisor::Host::give_back_memory();
     }
 }
 

@@ -130,6 +130,26 @@ impl Host {
         }
     }
 
+    /// Gives the memory this process freed back to the system, at most once
+    /// a second however often it is asked (the asks within that second are
+    /// served by one trim at its end). For the end of a burst: a log stream
+    /// of a flood that ended, a large shutdown.
+    pub fn give_back_memory() {
+        static PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            zinit_process::memory::give_back();
+            return;
+        };
+        if PENDING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        runtime.spawn(async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = tokio::task::spawn_blocking(zinit_process::memory::give_back).await;
+        });
+    }
+
     /// Makes this process ready to supervise: raises its open-file limit to
     /// the hard limit (a pidfd per process; children get the original
     /// back), becomes a child subreaper that reaps the orphans it adopts,
