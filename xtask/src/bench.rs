@@ -52,10 +52,10 @@ pub struct Args {
 const SHUTDOWN_RATIO: f64 = 1.2;
 const PEAK_RSS_MIB: f64 = 12.0;
 /// The log-flood bound: a server at rest (~13 MiB with the flood's two
-/// 1 MiB rings full), and about half a MiB per follower (one 64 KiB line
-/// waiting in its stream, the rest in HTTP/2's buffers), for all 64 streams
-/// a server serves at once.
-const FLOOD_RSS_MIB: f64 = 48.0;
+/// 1 MiB rings full), and at most ~0.8 MiB per stalled follower (one 64 KiB
+/// line waiting in its stream, HTTP/2's send buffer of 400 KiB, the
+/// encoder's buffer), for all 64 streams a server serves at once.
+const FLOOD_RSS_MIB: f64 = 64.0;
 /// What the server may still hold once the followers of a flood have gone,
 /// above what it held before they came.
 const FLOOD_KEPT_MIB: f64 = 4.0;
@@ -1221,6 +1221,7 @@ async fn real_programs(bench: &Bench) -> Result<()> {
                 std::process::Command::new(&argv[0])
                     .args(&argv[1..])
                     .stdout(Stdio::null())
+                    .stderr(Stdio::null())
                     .spawn()?,
             );
         }
