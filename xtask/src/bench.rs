@@ -568,6 +568,21 @@ impl Server {
         command
     }
 
+    /// Shuts the server down with `zinit shutdown` and waits for its exit;
+    /// an error unless both say clean.
+    fn shut_down(&mut self, bench: &Bench, what: &str) -> Result<()> {
+        let status = self
+            .zinit(bench)
+            .arg("shutdown")
+            .stdout(Stdio::null())
+            .status()?;
+        let code = self.wait_exit()?;
+        if !status.success() || code != 0 {
+            bail!("{what}: the shutdown was not clean (cli {status}, server exit {code})");
+        }
+        Ok(())
+    }
+
     /// Waits for the server's exit; its exit code.
     fn wait_exit(&mut self) -> Result<i32> {
         let status = self.child.wait()?;
@@ -881,17 +896,10 @@ fn zinit_shutdown(bench: &Bench, stack: &Stack, i: usize, round: usize) -> Resul
         let up_kib = vm_kib(server.pid(), "VmHWM:");
         let sampler = PeakSampler::start(server.pid());
         let start = Instant::now();
-        let status = server
-            .zinit(bench)
-            .arg("shutdown")
-            .stdout(Stdio::null())
-            .status()?;
-        let code = server.wait_exit()?;
+        let shut = server.shut_down(bench, &stack.name());
         let elapsed = start.elapsed();
         let peak_kib = sampler.finish().max(up_kib);
-        if !status.success() || code != 0 {
-            bail!("the shutdown was not clean (cli {status}, server exit {code})");
-        }
+        shut?;
         let left = zinit_tests::tagged_trees(&tag);
         if !left.is_empty() {
             bail!(
@@ -974,7 +982,7 @@ fn idle(bench: &Bench) -> Result<()> {
         ));
     }
     let mut server = Server::start(bench, "idle", &services)?;
-    let outcome = (|| -> Result<_> {
+    let outcome = {
         // Everything started, the readiness tests passed, the exits seen.
         std::thread::sleep(Duration::from_secs(3));
         let (stat, sched) = cpu_over(server.pid(), Duration::from_secs(5));
@@ -993,17 +1001,8 @@ fn idle(bench: &Bench) -> Result<()> {
             "",
             stat.as_secs_f64(),
         );
-        let status = server
-            .zinit(bench)
-            .arg("shutdown")
-            .stdout(Stdio::null())
-            .status()?;
-        let code = server.wait_exit()?;
-        if !status.success() || code != 0 {
-            bail!("the idle stack's shutdown was not clean (exit {code})");
-        }
-        Ok(())
-    })();
+        server.shut_down(bench, "the idle stack")
+    };
     zinit_tests::reap_tagged(&tag, Duration::from_secs(10));
     outcome
 }
@@ -1112,16 +1111,7 @@ fn log_flood(bench: &Bench) -> Result<()> {
                 mib(rest)
             ));
         }
-        let status = server
-            .zinit(bench)
-            .arg("shutdown")
-            .stdout(Stdio::null())
-            .status()?;
-        let code = server.wait_exit()?;
-        if !status.success() || code != 0 {
-            bail!("the flood's shutdown was not clean (exit {code})");
-        }
-        Ok(())
+        server.shut_down(bench, "the flood")
     })();
     zinit_tests::reap_tagged(&tag, Duration::from_secs(10));
     let _ = std::fs::remove_file(&script);
