@@ -162,7 +162,7 @@ const SWEEP_GRACE: Duration = Duration::from_millis(500);
 /// How long the sweep waits for SIGKILL to land.
 const SWEEP_KILL_WAIT: Duration = Duration::from_millis(500);
 
-/// Stops `targets` (SIGTERM and SIGCONT, at most `SWEEP_GRACE`, then
+/// Stops `targets` (SIGTERM, and SIGCONT to the stopped ones, at most `SWEEP_GRACE`, then
 /// SIGKILL deepest first) without going past `end`; reports each signal and
 /// each process that died. Returns how many died.
 pub(crate) async fn sweep(
