@@ -172,18 +172,12 @@ impl Cgroup {
         &self.path
     }
 
-    /// The pids in the cgroup (zombies are not listed by the kernel); none
-    /// once the cgroup is gone.
+    /// The pids in the cgroup (zombies are not listed by the kernel).
     pub fn procs(&self) -> io::Result<Vec<i32>> {
         let path = self.path.join("cgroup.procs");
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(_) if !self.path.exists() => Ok(Vec::new()),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("reading {}: {e}", path.display()),
-            )),
-        }
+        let text = fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
     /// Opens `cgroup.procs` for writing, before a fork, so that the child can
@@ -236,33 +230,6 @@ impl Cgroup {
             }
             if watcher.wait(deadline).await?.is_timeout() {
                 return self.frozen();
-            }
-        }
-    }
-
-    /// Waits until no live process is left in the cgroup (or the cgroup is
-    /// gone), woken by `cgroup.events`: one descriptor, whatever the number
-    /// of processes, and no polling.
-    pub async fn emptied(&self) {
-        loop {
-            let armed = crate::watch::ExitWatcher::new().and_then(|mut watcher| {
-                watcher.watch_cgroup(self.open_events()?)?;
-                Ok(watcher)
-            });
-            // Read after arming, so a change in between still wakes us.
-            let read = match self.populated() {
-                Ok(false) => return,
-                Err(_) if !self.path.exists() => return,
-                read => read.is_ok(),
-            };
-            match armed {
-                Ok(mut watcher) if read => {
-                    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-                    let _ = watcher.wait(far).await;
-                }
-                // No watcher (descriptors exhausted) or an unreadable
-                // `cgroup.events`: look again in a second.
-                _ => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }

@@ -137,16 +137,16 @@ impl Members {
             return Ok(scan_fixed(fixed));
         }
         match &self.cgroup {
-            Some(cgroup) => Ok(self.scan_cgroup(cgroup.procs()?)),
+            // A cgroup that is gone has no processes.
+            Some(cgroup) if !cgroup.path().exists() => Ok(Vec::new()),
+            Some(cgroup) => {
+                // Read the cgroup once: its pids seed the scan and the table.
+                let pids = cgroup.procs()?;
+                let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
+                Ok(self.scan_seeded(&table, Some(pids)))
+            }
             None => Ok(self.scan(&ProcessTable::snapshot(Detail::Basic)?)),
         }
-    }
-
-    /// The members among `pids`, just read from the unit's `cgroup.procs`
-    /// (read once: they seed the scan and the table).
-    fn scan_cgroup(&self, pids: Vec<i32>) -> Vec<Member> {
-        let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
-        self.scan_seeded(&table, Some(pids))
     }
 
     /// [`Members::scan_now`] for async callers, giving up after `bound`: a
@@ -162,9 +162,17 @@ impl Members {
             let table = crate::shared_table::fresh(bound).await?;
             return Ok(self.scan(&table));
         };
-        let pids = cgroup.procs()?;
+        let pids = match cgroup.procs() {
+            Ok(pids) => pids,
+            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let copy = self.clone();
-        off_task(pids.len(), bound, move || Ok(copy.scan_cgroup(pids))).await
+        off_task(pids.len(), bound, move || {
+            let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
+            Ok(copy.scan_seeded(&table, Some(pids)))
+        })
+        .await
     }
 
     /// Reads the members for a stop in progress and opens a handle to each
@@ -193,7 +201,12 @@ impl Members {
                 .count();
             return off_task(new, bound, move || Ok(open_new(members, &known))).await;
         };
-        let pids = cgroup.procs()?;
+        // A cgroup that is gone has no processes.
+        let pids = match cgroup.procs() {
+            Ok(pids) => pids,
+            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let copy = self.clone();
         off_task(pids.len(), bound, move || {
             Ok(copy.read_cgroup_members(pids, &known))

@@ -71,7 +71,7 @@ pub(crate) async fn watch_adopted(
 /// could not get a pidfd are looked at again every ~2 s.
 async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: String, instance: u64) {
     if let Some(cgroup) = members.cgroup() {
-        cgroup.emptied().await;
+        wait_cgroup_empty(cgroup).await;
         let _ = tx.send(Msg::Empty { unit, instance });
         return;
     }
@@ -127,6 +127,41 @@ async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: Stri
         }
         if blind && watched.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Waits until the cgroup has no live process: its `cgroup.events` says
+/// `populated 0` (one descriptor, whatever the number of processes), or the
+/// cgroup is gone.
+async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
+    loop {
+        match cgroup.populated() {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(_) if !cgroup.path().exists() => return,
+            Err(_) => {}
+        }
+        let armed = ExitWatcher::new().and_then(|mut watcher| {
+            watcher.watch_cgroup(cgroup.open_events()?)?;
+            Ok(watcher)
+        });
+        let Ok(mut watcher) = armed else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        // Look again now that a change would wake us, then wait for one.
+        loop {
+            match cgroup.populated() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) if !cgroup.path().exists() => return,
+                Err(_) => break,
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if watcher.wait(far).await.is_err() {
+                break;
+            }
         }
     }
 }
