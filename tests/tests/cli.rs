@@ -1716,6 +1716,12 @@ async fn the_defaults_the_cli_reference_promises() {
         all.stdout
     );
     assert!(all.stdout.contains("other"), "{}", all.stdout);
+    // Running does not mean its two lines were read yet: wait for them
+    // (bounded) before cutting to the last one.
+    let end = Instant::now() + Duration::from_secs(10);
+    while server.zinit(&["logs", "other"]).stdout.lines().count() < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let last = server.zinit(&["logs", "other", "-n", "1"]);
     assert_eq!(last.stdout.lines().count(), 1, "{}", last.stdout);
 
