@@ -22,6 +22,10 @@ fn usage() -> (Duration, i64) {
     )
 }
 
+/// The tests of this file run one at a time: a quiet wait counts the
+/// wake-ups of the whole process, the other test's included.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits `quiet` with `watcher` expecting nothing, and asserts the wait
 /// neither burned CPU nor woke up more than a handful of times: a poller at
 /// 100 ms would wake 20 times in 2 s, one at 10 ms 200 times.
@@ -46,6 +50,7 @@ async fn assert_quiet_wait(watcher: &mut ExitWatcher, quiet: Duration) {
 
 #[tokio::test]
 async fn an_exit_is_reported_once_and_a_quiet_wait_does_not_spin() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let tag = Tag::new("watch");
     let mut child = Command::new("/bin/sh")
         .args(["-c", "while :; do :; done", tag.as_str()])
@@ -68,4 +73,30 @@ async fn an_exit_is_reported_once_and_a_quiet_wait_does_not_spin() {
     // no longer reports it: the next wait sleeps until its deadline.
     assert_quiet_wait(&mut watcher, Duration::from_secs(2)).await;
     zinit_tests::reaped(&mut child).await;
+}
+
+#[tokio::test]
+async fn a_removed_cgroup_wakes_the_wait_once_and_is_no_longer_watched() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let tag = Tag::new("watchcg");
+    let Some(root) = tag.cgroup_modes().into_iter().flatten().next() else {
+        return; // no cgroups here: cgroup_modes has counted the skip
+    };
+    let cgroup = root.create("gone").expect("create a cgroup");
+    let mut watcher = ExitWatcher::new().expect("watcher");
+    watcher
+        .watch_cgroup(cgroup.open_events().expect("cgroup.events"))
+        .expect("watch");
+    cgroup.remove().expect("remove the empty cgroup");
+    let wake = watcher
+        .wait(Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("wait");
+    assert!(wake.cgroup_gone, "the removal was not reported: {wake:?}");
+    assert!(!watcher.watches_cgroup());
+    // A new cgroup at the same path is another cgroup: the watcher does not
+    // report it, and its wait no longer spins on the removed one's events.
+    let again = root.create("gone").expect("create it again");
+    assert_quiet_wait(&mut watcher, Duration::from_secs(2)).await;
+    again.remove().expect("remove");
 }

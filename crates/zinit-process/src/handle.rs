@@ -14,6 +14,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 /// A process identity: a pid and the start time that tells reuses apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +33,14 @@ impl ProcessId {
 }
 
 /// A handle to one process that never signals the wrong process.
+///
+/// The pidfd is shared, not duplicated, with whatever watches the process
+/// (an [`ExitWatcher`](crate::watch::ExitWatcher)): one descriptor per
+/// process, however many parts of zinit look at it.
 #[derive(Debug)]
 pub struct ProcessHandle {
     id: ProcessId,
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl ProcessHandle {
@@ -44,7 +49,7 @@ impl ProcessHandle {
     /// start time is checked, so a reuse between the two steps is caught.
     pub fn open(id: ProcessId) -> io::Result<Self> {
         let pidfd = match sys::pidfd_open(id.pid) {
-            Ok(fd) => Some(fd),
+            Ok(fd) => Some(Arc::new(fd)),
             Err(e) if e.raw_os_error() == Some(Errno::ESRCH as i32) => return Err(e),
             Err(_) => None,
         };
@@ -64,7 +69,7 @@ impl ProcessHandle {
     pub(crate) fn from_pidfd(id: ProcessId, pidfd: OwnedFd) -> Self {
         Self {
             id,
-            pidfd: Some(pidfd),
+            pidfd: Some(Arc::new(pidfd)),
         }
     }
 
@@ -80,7 +85,12 @@ impl ProcessHandle {
 
     /// The pidfd, when the handle has one.
     pub fn pidfd(&self) -> Option<&OwnedFd> {
-        self.pidfd.as_ref()
+        self.pidfd.as_deref()
+    }
+
+    /// The pidfd itself, shared: it stays open while any holder keeps it.
+    pub(crate) fn shared_pidfd(&self) -> Option<Arc<OwnedFd>> {
+        self.pidfd.clone()
     }
 
     /// Sends `signal`. Fails with `ESRCH` once the process has exited (or

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -24,6 +25,11 @@ pub struct Wake {
     pub exited: Vec<i32>,
     /// The cgroup's `cgroup.events` changed.
     pub cgroup_changed: bool,
+    /// The watched cgroup was removed (so it holds no process), or its
+    /// events can no longer be read: it is no longer watched. (A removed
+    /// cgroup's events file reports a change forever; watching it would
+    /// spin. A new cgroup at the same path is another cgroup.)
+    pub cgroup_gone: bool,
 }
 
 impl Wake {
@@ -47,7 +53,10 @@ impl AsRawFd for EpollFd {
 #[derive(Debug)]
 pub struct ExitWatcher {
     epoll: AsyncFd<EpollFd>,
-    pidfds: HashMap<i32, OwnedFd>,
+    /// The watched pidfds, shared with their handles: the registration is
+    /// removed through the same open descriptor it was made with, which
+    /// stays open while it is here even if the handle is dropped.
+    pidfds: HashMap<i32, Arc<OwnedFd>>,
     cgroup_events: Option<std::fs::File>,
 }
 
@@ -68,15 +77,14 @@ impl ExitWatcher {
         if self.pidfds.contains_key(&handle.pid()) {
             return Ok(true);
         }
-        let Some(pidfd) = handle.pidfd() else {
+        let Some(pidfd) = handle.shared_pidfd() else {
             return Ok(false);
         };
-        let dup = pidfd.try_clone()?;
         self.epoll.get_ref().0.add(
-            &dup,
+            &*pidfd,
             EpollEvent::new(EpollFlags::EPOLLIN, handle.pid() as u64),
         )?;
-        self.pidfds.insert(handle.pid(), dup);
+        self.pidfds.insert(handle.pid(), pidfd);
         Ok(true)
     }
 
@@ -91,12 +99,17 @@ impl ExitWatcher {
         Ok(())
     }
 
+    /// Whether a cgroup's `cgroup.events` is watched (until it is gone).
+    pub fn watches_cgroup(&self) -> bool {
+        self.cgroup_events.is_some()
+    }
+
     /// Stops watching `pid`.
     pub fn remove(&mut self, pid: i32) {
         if let Some(fd) = self.pidfds.remove(&pid) {
-            // Closing our duplicate is not enough: the registration lives as
-            // long as any descriptor of the pidfd does (the handle's, too).
-            let _ = self.epoll.get_ref().0.delete(&fd);
+            // Dropping our share is not enough: the registration lives as
+            // long as the descriptor does (the handle may still hold it).
+            let _ = self.epoll.get_ref().0.delete(&*fd);
         }
     }
 
@@ -138,10 +151,15 @@ impl ExitWatcher {
         for event in &events[..n] {
             if event.data() == CGROUP_TOKEN {
                 wake.cgroup_changed = true;
-                // Consume the notification so that it does not fire again.
-                if let Some(file) = &self.cgroup_events {
-                    let mut buf = [0u8; 128];
-                    let _ = file.read_at(&mut buf, 0);
+                // Reading consumes the notification so that it does not
+                // fire again; a removed cgroup fails the read (ENODEV).
+                let mut buf = [0u8; 128];
+                let read = self.cgroup_events.as_ref().map(|f| f.read_at(&mut buf, 0));
+                if let Some(Err(_)) = read {
+                    if let Some(file) = self.cgroup_events.take() {
+                        let _ = self.epoll.get_ref().0.delete(&file);
+                    }
+                    wake.cgroup_gone = true;
                 }
             } else {
                 let pid = event.data() as i32;

@@ -51,8 +51,10 @@ pub(crate) async fn watch_adopted(
     {
         while handle.is_alive() {
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-            if watcher.wait(far).await.is_err() {
-                break;
+            match watcher.wait(far).await {
+                Ok(wake) if wake.cgroup_gone => return,
+                Ok(_) if watcher.watches_cgroup() => {}
+                _ => break,
             }
         }
     }
@@ -133,7 +135,8 @@ async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: Stri
 
 /// Waits until the cgroup has no live process: its `cgroup.events` says
 /// `populated 0` (one descriptor, whatever the number of processes), or the
-/// cgroup is gone.
+/// cgroup is gone. "Gone" is the cgroup whose events are watched being
+/// removed, even if a new one (a later run of the unit) has taken its path.
 async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
     loop {
         match cgroup.populated() {
@@ -159,8 +162,10 @@ async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
                 Err(_) => break,
             }
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-            if watcher.wait(far).await.is_err() {
-                break;
+            match watcher.wait(far).await {
+                Ok(wake) if wake.cgroup_gone => return,
+                Ok(_) if watcher.watches_cgroup() => {}
+                _ => break,
             }
         }
     }
