@@ -122,6 +122,19 @@ async fn every_path_that_starts_a_program_gives_it_a_clean_start() {
             server_nofile > 1024,
             "the server kept {server_nofile} open files"
         );
+        // ...and grew its descriptor table before its threads started, so
+        // that a large shutdown never stalls on the table's growth.
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", server.child.pid())).unwrap();
+        let table: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("FDSize in the server's status");
+        assert!(
+            table >= zinit_process::limits::PRESIZED_DESCRIPTORS.min(server_nofile),
+            "the server's descriptor table has {table} slots"
+        );
 
         // Services, and the user's identity for a user: service.
         let plain = check_started(&server, "plain", 1024);

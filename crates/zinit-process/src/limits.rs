@@ -24,10 +24,13 @@ pub struct Limit {
 /// The value that means "no limit" (`RLIM_INFINITY` on Linux).
 pub const UNLIMITED: u64 = u64::MAX;
 
-/// The most open files this process asks for: a stop holds two descriptors
-/// per process (its pidfd and the exit watcher's copy), so 10,000 processes
-/// need 20,000.
+/// The most open files this process asks for: a stop holds a descriptor per
+/// process (its pidfd), and a machine may run hundreds of thousands.
 const WANTED_NOFILE: u64 = 1 << 20;
+
+/// The descriptor slots [`presize_descriptor_table`] gives the supervisor:
+/// a pidfd each for the processes of a 10,000-process shutdown, with room.
+pub const PRESIZED_DESCRIPTORS: u64 = 16_384;
 
 /// Raises the limit on open files so that a pidfd per process of thousands
 /// of processes fits: soft and hard to 2^20 (at most `fs.nr_open`) when this
@@ -60,4 +63,25 @@ pub fn original_nofile() -> Option<Limit> {
         soft,
         hard,
     })
+}
+
+/// Grows this process's descriptor table to `slots` (at most the soft
+/// open-file limit) now. Call it while the process has one thread.
+///
+/// The kernel grows the table by doubling as descriptors are opened, and
+/// in a process with more than one thread every growth waits for an RCU
+/// grace period with the opening thread blocked: a shutdown that opens a
+/// pidfd per process grew it six times, each a stall of milliseconds for a
+/// worker on the shutdown's path. A table grown once never shrinks, and
+/// 16,384 slots cost the kernel 128 KiB.
+pub fn presize_descriptor_table(slots: u64) -> io::Result<()> {
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let highest = slots.min(soft).saturating_sub(1);
+    let Ok(highest) = i32::try_from(highest) else {
+        return Ok(());
+    };
+    let any = std::fs::File::open("/")?;
+    // The copy goes as soon as it is made: the table keeps its size.
+    drop(crate::sys::dup_at_or_above(&any, highest)?);
+    Ok(())
 }

@@ -20,6 +20,18 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `fcntl(F_DUPFD_CLOEXEC)`: a copy of `fd` at the lowest free number at
+/// or above `lowest` (the descriptor table grows to hold it).
+pub(crate) fn dup_at_or_above(fd: &impl std::os::fd::AsRawFd, lowest: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with integer arguments.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, lowest) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new, owned file descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// `pidfd_send_signal(2)`: signal the process the pidfd refers to, never a
 /// process that reused its pid.
 pub(crate) fn pidfd_send_signal(fd: RawFd, signal: i32) -> io::Result<()> {

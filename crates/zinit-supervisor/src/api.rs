@@ -123,10 +123,22 @@ pub struct Host {
 impl Host {
     /// What must be set before the process starts its threads (so before
     /// the async runtime): one malloc arena for all of them, which keeps a
-    /// supervisor of hundreds of units small. Call it first thing in `main`.
+    /// supervisor of hundreds of units small, and the open-file limit
+    /// raised with the descriptor table grown to match, which keeps a large
+    /// shutdown from stalling on the table's growth (see
+    /// [`zinit_process::limits::presize_descriptor_table`]). Call it first
+    /// thing in `main`.
     pub fn before_threads() {
         if !zinit_process::memory::share_one_malloc_arena() {
             tracing::debug!("the allocator keeps its own number of arenas");
+        }
+        let presized = zinit_process::limits::raise_nofile_limit().and_then(|_| {
+            zinit_process::limits::presize_descriptor_table(
+                zinit_process::limits::PRESIZED_DESCRIPTORS,
+            )
+        });
+        if let Err(e) = presized {
+            tracing::debug!("descriptor table left to grow on demand: {e}");
         }
     }
 
