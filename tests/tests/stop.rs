@@ -492,3 +492,86 @@ async fn a_process_that_cannot_be_killed_is_reported_with_its_reason_not_waited_
         assert!(left.is_empty(), "after thaw: {left:?}");
     }
 }
+
+/// When the first signal of a stop was sent.
+fn first_signal(report: &zinit_process::StopReport) -> Duration {
+    report
+        .events
+        .iter()
+        .find_map(|e| match e {
+            StopEvent::Signalled { at, .. } => Some(*at),
+            _ => None,
+        })
+        .expect("a signal was sent")
+}
+
+#[tokio::test]
+async fn stops_in_a_wave_send_their_first_signals_together() {
+    let tag = Tag::new("wave");
+    for root in tag.cgroup_modes() {
+        let mut a = start(&tag, &root, "wave-a", &["--width", "3"]).await;
+        let mut b = start(&tag, &root, "wave-b", &["--width", "3", "--depth", "2"]).await;
+        // The test holds one place of the wave: nobody signals until it is
+        // ready, however fast the two stops read their trees.
+        let organiser = zinit_process::Wave::new();
+        let in_wave = || StopSpec {
+            wave: Some(organiser.clone()),
+            ..spec(10_000)
+        };
+        let (spec_a, spec_b) = (in_wave(), in_wave());
+        let held = Duration::from_millis(150);
+        let release = async {
+            tokio::time::sleep(held).await;
+            drop(organiser);
+        };
+        let (report_a, report_b, ()) = tokio::join!(
+            stop_and_check(&tag, &mut a, &spec_a),
+            stop_and_check(&tag, &mut b, &spec_b),
+            release
+        );
+        for report in [&report_a, &report_b] {
+            assert_eq!(
+                report.outcome,
+                StopOutcome::Graceful,
+                "{}",
+                mode_name(&root)
+            );
+            let first = first_signal(report);
+            assert!(
+                first >= held,
+                "{} mode: a signal went at {first:?}, before the wave was ready",
+                mode_name(&root)
+            );
+            assert!(
+                first < held + Duration::from_secs(2),
+                "{} mode: the wave went late: {first:?}",
+                mode_name(&root)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wave_never_holds_a_stop_past_its_bound() {
+    let tag = Tag::new("wavebound");
+    for root in tag.cgroup_modes() {
+        let mut tree = start(&tag, &root, "wave", &["--width", "2"]).await;
+        // A place that is never taken: the stop goes at the bound anyway.
+        let never_ready = zinit_process::Wave::new();
+        let spec = StopSpec {
+            wave: Some(never_ready.clone()),
+            ..spec(10_000)
+        };
+        let report = stop_and_check(&tag, &mut tree, &spec).await;
+        let first = first_signal(&report);
+        let bound = zinit_process::wave::WAVE_WAIT;
+        assert!(first >= bound, "{}: {first:?}", mode_name(&root));
+        assert!(
+            first < bound + Duration::from_secs(2),
+            "{}: held {first:?}",
+            mode_name(&root)
+        );
+        assert_eq!(report.outcome, StopOutcome::Graceful);
+        drop(never_ready);
+    }
+}

@@ -26,6 +26,7 @@ pub mod spawn;
 pub mod stop;
 mod sys;
 pub mod watch;
+pub mod wave;
 
 pub use cgroup::{Cgroup, CgroupRoot};
 pub use filter::{FilterError, ProcessFilter};
@@ -37,3 +38,4 @@ pub use reaper::Reaper;
 pub use signal::{Signal, SignalError};
 pub use spawn::{Child, Command, ExitStatus};
 pub use stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSink, StopSpec};
+pub use wave::Wave;

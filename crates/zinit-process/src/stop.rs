@@ -17,6 +17,7 @@ use crate::members::{Found, Members};
 use crate::proc_table::{Detail, ProcState};
 use crate::signal::{Signal, short_name};
 use crate::watch::ExitWatcher;
+use crate::wave::{WAVE_WAIT, Wave};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct StopSpec {
     /// When this is cancelled, the rest of the graceful budget is skipped
     /// (escalation starts at once).
     pub hurry: Option<CancellationToken>,
+    /// The stop's place in a [`Wave`] of stops that send their first
+    /// signals together, once each has read its tree.
+    pub wave: Option<Wave>,
 }
 
 impl Default for StopSpec {
@@ -71,6 +75,7 @@ impl Default for StopSpec {
             kill_wait: Duration::from_secs(2),
             progress_every: Duration::from_secs(1),
             hurry: None,
+            wave: None,
         }
     }
 }
@@ -207,6 +212,12 @@ pub async fn stop(
     let mut run = Run::new(members, spec, progress)?;
     run.rescan().await?;
     let graceful_end = run.start + spec.timeout;
+    if let Some(wave) = &spec.wave
+        && !run.hurried
+    {
+        let bound = WAVE_WAIT.min(spec.timeout / 4);
+        wave.ready(bound).await;
+    }
     match spec.mode {
         StopMode::Tree => run.tree(graceful_end).await?,
         StopMode::Group => run.signal_where(|_| true),

@@ -6,12 +6,13 @@
 
 use crate::command::{CommandResult, run_bounded};
 use crate::config::ServiceConfig;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zinit_process::stop::{StopEvent, StopMode, StopOutcome, StopReport, StopSink, StopSpec, stop};
-use zinit_process::{Members, Signal};
+use zinit_process::{Members, Signal, Wave};
 
 /// One step of a stop on request, for a client that watches it
 /// (`Supervisor::stop_unit_watched`, `Supervisor::remove_watched`).
@@ -87,6 +88,33 @@ impl StopSink for StopWatcher {
     }
 }
 
+/// How long to wait after SIGKILL in a single-unit stop.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// How one stop runs: its budget, its wait after SIGKILL, where its
+/// progress goes, the token that skips the rest of its grace, and its
+/// place in a wave of stops that signal together.
+pub(crate) struct StopParams {
+    pub budget: Duration,
+    pub kill_wait: Duration,
+    pub progress: Option<Arc<dyn StopSink>>,
+    pub hurry: CancellationToken,
+    pub wave: Option<Wave>,
+}
+
+impl StopParams {
+    /// A stop on request: the unit's own timeout, on its own.
+    pub(crate) fn ordinary(config: &ServiceConfig) -> Self {
+        Self {
+            budget: config.stop_timeout,
+            kill_wait: KILL_WAIT,
+            progress: None,
+            hurry: CancellationToken::new(),
+            wave: None,
+        }
+    }
+}
+
 /// What stopping one unit did.
 #[derive(Debug, Clone)]
 pub struct UnitStopReport {
@@ -102,22 +130,30 @@ pub struct UnitStopReport {
     pub processes: StopReport,
 }
 
-/// Stops a unit's processes within `budget` (the caller has already capped
-/// it by the unit's own timeout): its `stop` command within half of it,
-/// then its signal in its mode. `kill_wait` bounds the wait after SIGKILL.
-/// Cancelling `hurry` skips the rest of the graceful budget (a forced
-/// shutdown), the `stop` command's included.
-pub async fn stop_unit(
+/// Stops a unit's processes within its budget (the caller has already
+/// capped it by the unit's own timeout): its `stop` command within half of
+/// it, then its signal in its mode. `kill_wait` bounds the wait after
+/// SIGKILL. Cancelling `hurry` skips the rest of the graceful budget (a
+/// forced shutdown), the `stop` command's included. A unit with a `stop`
+/// command leaves its wave at once: its command is its first step.
+pub(crate) async fn stop_unit(
     config: &ServiceConfig,
     members: &Members,
-    budget: Duration,
-    kill_wait: Duration,
-    progress: Option<&dyn StopSink>,
-    hurry: Option<CancellationToken>,
+    params: StopParams,
 ) -> std::io::Result<UnitStopReport> {
+    let StopParams {
+        budget,
+        kill_wait,
+        progress,
+        hurry,
+        mut wave,
+    } = params;
     let start = Instant::now();
     let stop_command = match &config.stop_command {
-        Some(argv) => Some(run_bounded(config, argv, budget / 2, hurry.as_ref()).await),
+        Some(argv) => {
+            wave = None;
+            Some(run_bounded(config, argv, budget / 2, Some(&hurry)).await)
+        }
         None => None,
     };
     let spec = StopSpec {
@@ -125,10 +161,11 @@ pub async fn stop_unit(
         mode: config.stop_mode,
         timeout: budget.saturating_sub(start.elapsed()),
         kill_wait,
-        hurry,
+        hurry: Some(hurry),
+        wave,
         ..StopSpec::default()
     };
-    let processes = stop(members, &spec, progress).await?;
+    let processes = stop(members, &spec, progress.as_deref()).await?;
     Ok(UnitStopReport {
         outcome: processes.outcome,
         elapsed: start.elapsed(),

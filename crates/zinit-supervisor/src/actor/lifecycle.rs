@@ -17,44 +17,19 @@ use crate::events::EventKind;
 use crate::logs::{RotatingFile, Sinks, Stream, capture};
 use crate::shutdown::{StopCounts, UnitShutDown};
 use crate::state::State;
-use crate::stopping::{UnitStopReport, stop_unit};
+use crate::stopping::{StopParams, UnitStopReport, stop_unit};
 use crate::tasks::{monitor, readiness};
 use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-use zinit_process::StopSink;
 use zinit_process::identity::FsIdentity;
 use zinit_process::spawn::{ExitStatus, Output};
 use zinit_process::{Members, StopOutcome};
 
-/// How long to wait after SIGKILL in a single-unit stop.
-const KILL_WAIT: Duration = Duration::from_secs(2);
 /// How long a restart that is due waits for the previous run's processes
 /// to be reported gone (their exits may still be on their way on a busy
 /// machine) before it stops what is left of them.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
-
-/// How one stop runs: its budget, its wait after SIGKILL, where its
-/// progress goes, and the token that skips the rest of its grace.
-pub(crate) struct StopParams {
-    pub budget: Duration,
-    pub kill_wait: Duration,
-    pub progress: Option<Arc<dyn StopSink>>,
-    pub hurry: CancellationToken,
-}
-
-impl StopParams {
-    /// A stop on request: the unit's own timeout.
-    pub(super) fn ordinary(unit: &Unit) -> Self {
-        Self {
-            budget: unit.config.stop_timeout,
-            kill_wait: KILL_WAIT,
-            progress: None,
-            hurry: CancellationToken::new(),
-        }
-    }
-}
 
 impl Actor {
     /// Starts every wanted unit whose dependencies are satisfied; marks the
@@ -282,7 +257,7 @@ impl Actor {
         let Some(unit) = self.units.get(name) else {
             return;
         };
-        let params = StopParams::ordinary(unit);
+        let params = StopParams::ordinary(&unit.config);
         self.begin_stop_with(name, then, reason, params);
     }
 
@@ -313,24 +288,11 @@ impl Actor {
         let tx = self.tx.clone();
         let unit_name = name.to_string();
         tokio::spawn(async move {
-            let StopParams {
-                budget,
-                kill_wait,
-                progress,
-                hurry,
-            } = params;
-            let report = stop_unit(
-                &config,
-                &instance.members,
-                budget,
-                kill_wait,
-                progress.as_deref(),
-                Some(hurry),
-            )
-            .await
-            .map_err(|e| e.to_string());
-            // Every progress event is sent before the result is.
-            drop(progress);
+            // Every progress event is sent before the result is: the
+            // parameters (and the progress sink) are gone by then.
+            let report = stop_unit(&config, &instance.members, params)
+                .await
+                .map_err(|e| e.to_string());
             let _ = tx.send(Msg::StopDone {
                 unit: unit_name,
                 stop_op,

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use zinit_process::StopSink;
 use zinit_process::spawn::ExitStatus;
-use zinit_process::{Members, Signal};
+use zinit_process::{Members, Signal, Wave};
 
 /// Where the answer to a request goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SupervisorError>>;
@@ -70,6 +70,8 @@ pub(crate) struct ShutdownStop {
     pub kill_wait: Duration,
     pub progress: Arc<dyn StopSink>,
     pub hurry: CancellationToken,
+    /// Its place in the wave of units the shutdown starts together.
+    pub wave: Wave,
     pub reply: DoneTo,
 }
 

@@ -2,11 +2,10 @@
 //! (list, status, members, configs), and the answers to waiting requests.
 
 use super::Actor;
-use super::lifecycle::StopParams;
 use super::messages::{Reply, Request};
 use crate::api::{StopResult, SupervisorError};
 use crate::state::State;
-use crate::stopping::{StopProgress, StopWatcher, UnitStopReport};
+use crate::stopping::{StopParams, StopProgress, StopWatcher, UnitStopReport};
 use crate::unit::{Then, UnitStatus};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
@@ -154,7 +153,7 @@ impl Actor {
         let Some(unit) = self.units.get(name) else {
             return;
         };
-        let mut params = StopParams::ordinary(unit);
+        let mut params = StopParams::ordinary(&unit.config);
         if let Some(watcher) = progress
             && unit.state != State::Stopping
         {

@@ -4,11 +4,11 @@
 //! budgets, the sweep and the verification live in `crate::shutdown`.
 
 use super::Actor;
-use super::lifecycle::StopParams;
 use super::messages::ShutdownStop;
 use crate::api::SupervisorError;
 use crate::shutdown::{ShutdownUnit, UnitShutDown};
 use crate::state::State;
+use crate::stopping::StopParams;
 use crate::unit::Then;
 
 impl Actor {
@@ -52,6 +52,7 @@ impl Actor {
             kill_wait,
             progress,
             hurry,
+            wave,
             reply,
         } = stop;
         let Some(unit) = self.units.get(&name) else {
@@ -87,6 +88,7 @@ impl Actor {
             kill_wait,
             progress: Some(progress),
             hurry: hurry.child_token(),
+            wave: Some(wave),
         };
         self.begin_stop_with(&name, Then::Rest, "shutting down", params);
     }

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zinit_process::spawn::ExitStatus;
 use zinit_process::stop::{StopEvent, StopMode};
-use zinit_process::{Signal, StopOutcome};
+use zinit_process::{Signal, StopOutcome, Wave};
 
 /// What the actor answers once the shutdown's stop of a unit is done.
 #[derive(Debug, Default)]
@@ -456,6 +456,9 @@ impl Supervisor {
             } else {
                 ready
             };
+            // The units that start now read their trees first and send
+            // their first signals together (see `zinit_process::wave`).
+            let wave = Wave::new();
             for unit in ready {
                 pending.retain(|p| p.name != unit.name);
                 let config = &configs[unit.name.as_str()].config;
@@ -492,6 +495,7 @@ impl Supervisor {
                             kill_wait,
                             progress,
                             hurry: force.clone(),
+                            wave: wave.clone(),
                             reply,
                         },
                     )));
@@ -503,6 +507,7 @@ impl Supervisor {
                     },
                 );
             }
+            drop(wave);
             if running.is_empty() && pending.is_empty() {
                 break;
             }
