@@ -575,3 +575,54 @@ async fn a_wave_never_holds_a_stop_past_its_bound() {
         drop(never_ready);
     }
 }
+
+#[tokio::test]
+async fn a_program_that_replaces_a_signalled_one_is_signalled_again_without_waiting_a_tick() {
+    let tag = Tag::new("reexec");
+    for root in tag.cgroup_modes() {
+        // A shell whose TERM trap replaces it with another program (python3,
+        // carrying the tag): the new program never saw the signal. The shell
+        // runs short sleeps, so its trap runs within 50 ms of the signal.
+        let script = "trap 'exec python3 -c \"import time; time.sleep(1000)\" \"$0\"' TERM; \
+                      while :; do sleep 0.05; done";
+        let mut command = zinit_process::Command::new("/bin/sh").args(["-c", script, tag.as_str()]);
+        if let Some(root) = &root {
+            command = command.cgroup(root.create("reexec").expect("cgroup"));
+        }
+        let mut child = command.spawn().expect("spawn sh");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The progress tick is far away: only the early look can find the
+        // new program in time.
+        let spec = StopSpec {
+            progress_every: Duration::from_secs(20),
+            ..spec(10_000)
+        };
+        let members = Members::of_child(&child);
+        let report = stop(&members, &spec, None).await.expect("stop runs");
+        zinit_tests::reaped(&mut child).await;
+        assert_eq!(
+            report.outcome,
+            StopOutcome::Graceful,
+            "{}",
+            mode_name(&root)
+        );
+        let root_signals = report
+            .events
+            .iter()
+            .filter(|e| matches!(e, StopEvent::Signalled { pid, .. } if *pid == child.pid()))
+            .count();
+        assert_eq!(
+            root_signals,
+            2,
+            "{}: the shell and the program that replaced it each get the signal once: {:#?}",
+            mode_name(&root),
+            report.events
+        );
+        assert!(
+            report.elapsed < Duration::from_secs(2),
+            "{}: the replacement was found only after {:?}",
+            mode_name(&root),
+            report.elapsed
+        );
+    }
+}

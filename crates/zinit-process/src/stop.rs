@@ -7,7 +7,9 @@
 //! re-read between levels. A level gets until it has exited, or until
 //! `level_idle` passes with none of its members exiting, and never more than
 //! `timeout / (2 × depth)`. Then it waits, event-driven, for every member to
-//! be gone. When the timeout ends it escalates: it freezes what is left
+//! be gone (looking at the tree once early, `level_idle` in, for a member
+//! that replaced its program after its signal). When the timeout ends it
+//! escalates: it freezes what is left
 //! (`cgroup.freeze`, or `SIGSTOP` from the top down until a re-list finds
 //! nothing new), `SIGKILL`s deepest first, and waits a bounded time for the
 //! kill to land. Whatever survives is reported with a reason, never waited on.
@@ -514,6 +516,12 @@ impl<'a> Run<'a> {
     /// members that appear meanwhile get the stop signal at once.
     async fn wait_all(&mut self, until: Instant, signal_newcomers: bool) -> io::Result<()> {
         let mut next_progress = self.start + self.spec.progress_every;
+        // One early look, `level_idle` in: a member signalled between its
+        // fork and its exec (a shell running its next command) may have
+        // lost the signal to the handler it inherited; the look sees the new
+        // program and signals it again, instead of waiting for the first
+        // progress tick (a shell's trap waits for its foreground command).
+        let mut early_look = Some(Instant::now() + self.spec.level_idle);
         loop {
             if self.live.is_empty() {
                 self.rescan().await?;
@@ -528,14 +536,19 @@ impl<'a> Run<'a> {
             if now >= until || self.hurried {
                 return Ok(());
             }
-            let wake = self.wait(until.min(next_progress)).await?;
+            let next_look = early_look.map_or(next_progress, |at| at.min(next_progress));
+            let wake = self.wait(until.min(next_look)).await?;
             self.record_exits(&wake.exited);
-            if Instant::now() >= next_progress {
-                next_progress += self.spec.progress_every;
+            let now = Instant::now();
+            if now >= next_look {
+                early_look = None;
                 self.rescan().await?;
                 if signal_newcomers {
                     self.signal_where(|_| true);
                 }
+            }
+            if now >= next_progress {
+                next_progress += self.spec.progress_every;
                 self.emit_waiting();
             }
         }
