@@ -937,6 +937,7 @@ fn zinit_shutdown(bench: &Bench, stack: &Stack, i: usize, round: usize) -> Resul
             IDLE_BIG.with(|c| c.set(Some((stat, sched))));
         }
         let up_kib = vm_kib(server.pid(), "VmHWM:");
+        settle();
         let sampler = PeakSampler::start(server.pid());
         let start = Instant::now();
         let shut = server.shut_down(bench, &stack.name());
@@ -966,6 +967,38 @@ thread_local! {
     static IDLE_BIG: std::cell::Cell<Option<(Duration, Duration)>> = const { std::cell::Cell::new(None) };
 }
 
+/// Waits (at most 5 s) until the machine's CPUs were at least 90 % idle
+/// over 200 ms: neither side of a comparison starts while the work of the
+/// step before it (a thousand processes starting, a server reading their
+/// output, the kernel tearing down the cgroups of the last run) still
+/// competes for the two cores.
+fn settle() {
+    fn busy_idle() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        (ticks.iter().sum::<u64>() - idle, idle)
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        let (busy0, idle0) = busy_idle();
+        std::thread::sleep(Duration::from_millis(200));
+        let (busy1, idle1) = busy_idle();
+        let (busy, idle) = (busy1 - busy0, idle1 - idle0);
+        if busy * 9 <= idle {
+            return;
+        }
+    }
+}
+
 /// The baseline: the same trees, started by the bench, stopped naively.
 async fn naive_shutdown(bench: &Bench, stack: &Stack) -> Result<Duration> {
     let shape = stack.shape();
@@ -975,6 +1008,7 @@ async fn naive_shutdown(bench: &Bench, stack: &Stack) -> Result<Duration> {
         roots.push(Tree::start(bench, &shape)?);
     }
     let pids: Vec<i32> = roots.iter().flat_map(|t| t.pids.iter().copied()).collect();
+    settle();
     let start = Instant::now();
     naive_stop(&pids).await?;
     let elapsed = start.elapsed();
