@@ -19,7 +19,8 @@
 //!    naive stop of the same programs.
 //!
 //! Timed figures are medians over rounds whose order alternates (zinit
-//! first, then the baseline first). `--json` writes every figure to
+//! first, then the baseline first); the shutdowns of section 4 each start
+//! on a quiet machine. `--json` writes every figure to
 //! `target/bench.json`; `--readme` also rewrites the README's table from it.
 
 use anyhow::{Context, Result, bail};
