@@ -55,8 +55,9 @@ pub(crate) enum Request {
     /// Freeze intake (recording the deadline, in ms since the Unix epoch);
     /// answer with every unit whose processes are alive.
     BeginShutdown(u64, bool, oneshot::Sender<Vec<ShutdownUnit>>),
-    /// The shutdown is over: nothing is left for a successor.
-    ShutdownDone,
+    /// The shutdown is over: nothing is left for a successor. Answered once
+    /// the takeover record is gone.
+    ShutdownDone(oneshot::Sender<()>),
     /// Stop one unit for the shutdown.
     ShutdownStop(ShutdownStop),
 }

@@ -48,10 +48,11 @@ impl Actor {
                 self.shutdown_deadline = Some((deadline, reboot));
                 let _ = reply.send(self.begin_shutdown());
             }
-            Request::ShutdownDone => {
+            Request::ShutdownDone(reply) => {
                 if let Some(file) = self.record_file.take() {
                     file.remove();
                 }
+                let _ = reply.send(());
             }
             Request::ShutdownStop(stop) => self.shutdown_stop(stop),
         }

@@ -407,9 +407,9 @@ impl Supervisor {
             summary.leftovers.len()
         );
         emit(ShutdownEventKind::Summary(summary.clone()));
-        let _ = self
-            .tx
-            .send(crate::actor::messages::Msg::Req(Request::ShutdownDone));
+        // The record goes before the shutdown is reported done: a server
+        // that exits right after must not leave it for a successor.
+        let _ = tokio::time::timeout(TAIL_RESERVE / 4, self.ask(Request::ShutdownDone)).await;
         summary
     }
 
