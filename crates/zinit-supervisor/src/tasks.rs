@@ -51,10 +51,8 @@ pub(crate) async fn watch_adopted(
     {
         while handle.is_alive() {
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-            match watcher.wait(far).await {
-                Ok(wake) if wake.cgroup_gone => return,
-                Ok(_) if watcher.watches_cgroup() => {}
-                _ => break,
+            if watcher.wait(far).await.is_err() {
+                break;
             }
         }
     }
@@ -164,8 +162,8 @@ async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             match watcher.wait(far).await {
                 Ok(wake) if wake.cgroup_gone => return,
-                Ok(_) if watcher.watches_cgroup() => {}
-                _ => break,
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
     }
