@@ -63,6 +63,64 @@ async fn a_child_leads_its_own_session_and_lives_in_its_own_cgroup_from_the_star
 }
 
 #[tokio::test]
+async fn a_cgroup_keeps_naming_the_one_it_read_when_a_new_one_takes_its_path() {
+    let tag = Tag::new("cgheld");
+    let Some(root) = tag.cgroup_modes().into_iter().flatten().next() else {
+        return; // no cgroups here: cgroup_modes has counted the skip
+    };
+    let first = root.create("reused").expect("cgroup");
+    let tree = spawn_fixture(FIXTURE, &tag, &[], Some(first.clone())).await;
+    assert_eq!(first.procs().expect("procs"), tree.pids());
+    tree.kill().await;
+    assert_eq!(first.procs().expect("procs"), Vec::<i32>::new());
+    first.remove().expect("remove the empty cgroup");
+
+    // The unit's next run, in a new cgroup at the same path.
+    let second = root.create("reused").expect("cgroup again");
+    let next = spawn_fixture(FIXTURE, &tag, &[], Some(second.clone())).await;
+    assert_eq!(
+        first.procs().expect("a removed cgroup reads"),
+        Vec::<i32>::new(),
+        "the removed cgroup listed the processes of the one that took its path"
+    );
+    assert_eq!(second.procs().expect("procs"), next.pids());
+    next.kill().await;
+    second.remove().expect("remove");
+}
+
+#[tokio::test]
+async fn the_kernels_children_lists_give_a_trees_descendants_as_the_whole_table_does() {
+    let tag = Tag::new("children");
+    let tree = spawn_fixture(FIXTURE, &tag, &["--width", "3", "--depth", "3"], None).await;
+    let root = tree.child.pid();
+    let Some(mut listed) = zinit_process::proc_table::descendant_pids(root) else {
+        tree.kill().await;
+        return; // a kernel without CONFIG_PROC_CHILDREN: the sweep reads the table
+    };
+    listed.sort_unstable();
+    let table = ProcessTable::snapshot(Detail::Basic).expect("table");
+    let mut expected: Vec<i32> = table
+        .descendants(root)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    expected.sort_unstable();
+    let mut reported = tree.pids();
+    reported.retain(|&p| p != root);
+    reported.sort_unstable();
+    assert_eq!(listed, expected, "children lists against the table");
+    assert_eq!(
+        listed, reported,
+        "children lists against the fixture's own report"
+    );
+    // Ancestors are read up to PID 1 without the rest of /proc.
+    let one = *listed.last().expect("a descendant");
+    let partial = ProcessTable::of_pids_and_ancestors([one], Detail::Basic);
+    assert_eq!(partial.ancestors(one), table.ancestors(one));
+    tree.kill().await;
+}
+
+#[tokio::test]
 async fn a_child_gets_its_environment_directory_and_exit_code() {
     let tag = Tag::new("env");
     let mut child = Command::new("/bin/sh")

@@ -11,7 +11,9 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The environment variable that disables cgroups when set to `off`.
@@ -74,9 +76,7 @@ impl CgroupRoot {
         }
         // Creating is not enough: joining must work too (it fails when the
         // parent distributes controllers while holding processes).
-        let probe = Cgroup {
-            path: dir.join("probe"),
-        };
+        let probe = Cgroup::at(dir.join("probe"));
         let usable = fs::create_dir(&probe.path).is_ok()
             && fs::OpenOptions::new()
                 .write(true)
@@ -134,7 +134,7 @@ impl CgroupRoot {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        Ok(Cgroup { path })
+        Ok(Cgroup::at(path))
     }
 
     /// The unit cgroups under this directory, by unit name.
@@ -156,15 +156,36 @@ impl CgroupRoot {
 }
 
 /// One cgroup v2 directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `cgroup.procs` is opened once, at the first read, and shared by the
+/// clones: re-reading an open `cgroup.procs` costs a twentieth of opening
+/// it again (the open, not the read, is what a kernfs file charges), and a
+/// stop reads it at every level. The open file also keeps naming this
+/// cgroup: once the directory is removed it reads as empty, even if another
+/// cgroup is created at the same path.
+#[derive(Debug, Clone)]
 pub struct Cgroup {
     path: PathBuf,
+    /// `cgroup.procs`, open for reading once it has been read; reads hold
+    /// the lock, so two of them never interleave on the one file position.
+    procs: Arc<Mutex<Option<fs::File>>>,
 }
+
+impl PartialEq for Cgroup {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Cgroup {}
 
 impl Cgroup {
     /// A cgroup at an existing path.
     pub fn at(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            procs: Arc::default(),
+        }
     }
 
     /// The cgroup's directory.
@@ -172,12 +193,32 @@ impl Cgroup {
         &self.path
     }
 
-    /// The pids in the cgroup (zombies are not listed by the kernel).
+    /// The pids in the cgroup (zombies are not listed by the kernel); none
+    /// once the cgroup is removed.
     pub fn procs(&self) -> io::Result<Vec<i32>> {
-        let path = self.path.join("cgroup.procs");
-        let text = fs::read_to_string(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
-        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        let path = || self.path.join("cgroup.procs");
+        let context =
+            |e: io::Error| io::Error::new(e.kind(), format!("reading {}: {e}", path().display()));
+        let mut held = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match held.as_mut() {
+            Some(file) => file,
+            None => match fs::File::open(path()) {
+                Ok(file) => held.insert(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(context(e)),
+            },
+        };
+        let mut text = Vec::new();
+        match read_from_start(file, &mut text) {
+            Ok(()) => {}
+            // The cgroup this file belongs to was removed.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(Vec::new()),
+            Err(e) => return Err(context(e)),
+        }
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
     }
 
     /// Opens `cgroup.procs` for writing, before a fork, so that the child can
@@ -247,6 +288,24 @@ impl Cgroup {
     /// The cgroup a process is in, as a path under the v2 mount.
     pub fn of_process(pid: i32) -> Option<String> {
         own_v2_path(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    }
+}
+
+/// Reads an open kernfs file from its start to its end into `out`
+/// (positioned reads: a read from offset 0 makes the kernel generate the
+/// content afresh).
+fn read_from_start(file: &fs::File, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match file.read_at(&mut chunk, out.len() as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -137,8 +137,6 @@ impl Members {
             return Ok(scan_fixed(fixed));
         }
         match &self.cgroup {
-            // A cgroup that is gone has no processes.
-            Some(cgroup) if !cgroup.path().exists() => Ok(Vec::new()),
             Some(cgroup) => {
                 // Read the cgroup once: its pids seed the scan and the table.
                 let pids = cgroup.procs()?;
@@ -162,11 +160,7 @@ impl Members {
             let table = crate::shared_table::fresh(bound).await?;
             return Ok(self.scan(&table));
         };
-        let pids = match cgroup.procs() {
-            Ok(pids) => pids,
-            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let pids = cgroup.procs()?;
         let copy = self.clone();
         off_task(pids.len(), bound, move || {
             let table = ProcessTable::of_pids(pids.iter().copied(), Detail::Basic);
@@ -201,12 +195,7 @@ impl Members {
                 .count();
             return off_task(new, bound, move || Ok(open_new(members, &known))).await;
         };
-        // A cgroup that is gone has no processes.
-        let pids = match cgroup.procs() {
-            Ok(pids) => pids,
-            Err(_) if !cgroup.path().exists() => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let pids = cgroup.procs()?;
         let copy = self.clone();
         off_task(pids.len(), bound, move || {
             Ok(copy.read_cgroup_members(pids, &known))

@@ -133,6 +133,25 @@ impl ProcessTable {
         Self::from_processes(processes)
     }
 
+    /// Reads the processes in `pids` and every ancestor of each, up to PID 1:
+    /// the ancestors and the depths of those processes are complete in the
+    /// table, and nothing else of `/proc` is read.
+    pub fn of_pids_and_ancestors(pids: impl IntoIterator<Item = i32>, detail: Detail) -> Self {
+        let mut buf = Vec::with_capacity(512);
+        let mut processes: HashMap<i32, ProcessInfo> = HashMap::new();
+        let mut next: Vec<i32> = pids.into_iter().collect();
+        while let Some(pid) = next.pop() {
+            if pid <= 0 || processes.contains_key(&pid) {
+                continue;
+            }
+            if let Some(info) = read_process(pid, detail, &mut buf) {
+                next.push(info.ppid);
+                processes.insert(pid, info);
+            }
+        }
+        Self::from_processes(processes)
+    }
+
     /// Reads the table on a blocking thread, giving up after `bound`, so that
     /// a process stuck in uninterruptible sleep cannot stall an async caller.
     pub async fn load(detail: Detail, bound: Duration) -> io::Result<Self> {
@@ -227,6 +246,43 @@ pub fn pids() -> io::Result<Vec<i32>> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
         .collect())
+}
+
+/// The pids of every descendant of `pid` (zombies included), from the
+/// kernel's lists of each thread's children (`/proc/PID/task/TID/children`)
+/// instead of a read of the whole table: the cost follows the tree, not the
+/// machine. `None` when this kernel has no such lists (it was built without
+/// `CONFIG_PROC_CHILDREN`). Like any read of `/proc`, a process that forks
+/// or exits meanwhile may or may not be in it.
+pub fn descendant_pids(pid: i32) -> Option<Vec<i32>> {
+    if !std::path::Path::new("/proc/thread-self/children").exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::from([pid]);
+    let mut parents = vec![pid];
+    let mut buf = Vec::with_capacity(512);
+    while let Some(parent) = parents.pop() {
+        // A parent that is gone has no children left to list.
+        let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if read_whole(task.path().join("children"), &mut buf).is_err() {
+                continue;
+            }
+            for child in String::from_utf8_lossy(&buf)
+                .split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                if seen.insert(child) {
+                    out.push(child);
+                    parents.push(child);
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Sorts `(pid, depth)` pairs deepest first, then by pid for a stable order.

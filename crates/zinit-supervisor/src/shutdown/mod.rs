@@ -391,9 +391,16 @@ impl Supervisor {
         let bound = sweep_end
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
-        let targets = scope.targets_within(bound).await.unwrap_or_default();
-        summary.processes_swept = sweep::sweep(targets, sweep_end, &emit).await;
-        let verification = sweep::verify(&scope, deadline - TAIL_RESERVE / 4).await;
+        let verification = match scope.targets_within(bound).await {
+            // Nothing to sweep: that scan, taken after every unit stopped,
+            // is the check that nothing is left.
+            Some(targets) if targets.is_empty() => Verification::default(),
+            found => {
+                let targets = found.unwrap_or_default();
+                summary.processes_swept = sweep::sweep(targets, sweep_end, &emit).await;
+                sweep::verify(&scope, deadline - TAIL_RESERVE / 4).await
+            }
+        };
         emit(ShutdownEventKind::Verification(verification.clone()));
         summary.leftovers = verification.leftovers;
         summary.unverified = verification.unverified;

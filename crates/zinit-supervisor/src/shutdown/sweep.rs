@@ -86,35 +86,56 @@ impl SweepScope {
         }
     }
 
-    /// The targets now (blocking: reads /proc). Executables and command
+    /// The targets now (blocking: reads /proc). Without process filters
+    /// only the candidates (this server's descendants, from the kernel's
+    /// children lists, the cgroups' members and the ports' owners) and their
+    /// ancestors are read, not the whole table; executables and command
     /// lines are read only when a filter needs them.
     pub fn targets(&self) -> std::io::Result<Vec<SweepTarget>> {
-        let detail = if self.filters.iter().any(|f| f.detail() == Detail::Full) {
-            Detail::Full
+        let me = std::process::id() as i32;
+        let in_cgroups: Vec<(i32, String)> = self
+            .cgroup_dirs
+            .iter()
+            .flat_map(|dir| zinit_process::cgroup::unit_cgroups(dir))
+            .flat_map(|(unit, cgroup)| {
+                let pids = cgroup.procs().unwrap_or_default();
+                pids.into_iter().map(move |pid| (pid, unit.clone()))
+            })
+            .collect();
+        let on_ports = zinit_process::ports::port_owners(&self.ports);
+        let descendants = if self.filters.is_empty() {
+            zinit_process::proc_table::descendant_pids(me)
         } else {
-            Detail::Basic
+            None
         };
-        let table = ProcessTable::snapshot(detail)?;
+        let table = match descendants {
+            Some(descendants) => {
+                let candidates = descendants
+                    .into_iter()
+                    .chain(in_cgroups.iter().map(|(pid, _)| *pid))
+                    .chain(on_ports.iter().map(|(pid, _)| *pid))
+                    .chain(self.spare.iter().copied())
+                    .chain([me]);
+                ProcessTable::of_pids_and_ancestors(candidates, Detail::Basic)
+            }
+            None if self.filters.iter().any(|f| f.detail() == Detail::Full) => {
+                ProcessTable::snapshot(Detail::Full)?
+            }
+            None => ProcessTable::snapshot(Detail::Basic)?,
+        };
         let mut protected = protected_pids(&table);
         for &pid in &self.spare {
             protected.insert(pid);
             protected.extend(table.ancestors(pid));
         }
-        let me = std::process::id() as i32;
         let mut found: BTreeMap<i32, SweepReason> = BTreeMap::new();
         for (pid, _) in table.descendants(me) {
             found.entry(pid).or_insert(SweepReason::Orphan);
         }
-        for dir in &self.cgroup_dirs {
-            for (unit, cgroup) in zinit_process::cgroup::unit_cgroups(dir) {
-                for pid in cgroup.procs().unwrap_or_default() {
-                    found
-                        .entry(pid)
-                        .or_insert_with(|| SweepReason::Cgroup(unit.clone()));
-                }
-            }
+        for (pid, unit) in in_cgroups {
+            found.entry(pid).or_insert(SweepReason::Cgroup(unit));
         }
-        for (pid, port) in zinit_process::ports::port_owners(&self.ports) {
+        for (pid, port) in on_ports {
             found.entry(pid).or_insert(SweepReason::Port(port));
         }
         let spare: Vec<i32> = protected.iter().copied().collect();
