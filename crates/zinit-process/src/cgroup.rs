@@ -212,7 +212,9 @@ impl Cgroup {
         match read_from_start(file, &mut text) {
             Ok(()) => {}
             // The cgroup this file belongs to was removed.
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(Vec::new()),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => {
+                return Ok(Vec::new());
+            }
             Err(e) => return Err(context(e)),
         }
         Ok(String::from_utf8_lossy(&text)
