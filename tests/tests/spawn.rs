@@ -63,12 +63,14 @@ async fn a_child_leads_its_own_session_and_lives_in_its_own_cgroup_from_the_star
 }
 
 #[tokio::test]
-async fn a_cgroup_keeps_naming_the_one_it_read_when_a_new_one_takes_its_path() {
+async fn a_cgroup_keeps_naming_the_one_it_was_created_as_when_a_new_one_takes_its_path() {
     let tag = Tag::new("cgheld");
     let Some(root) = tag.cgroup_modes().into_iter().flatten().next() else {
         return; // no cgroups here: cgroup_modes has counted the skip
     };
     let first = root.create("reused").expect("cgroup");
+    let never_read = root.create("unread").expect("cgroup");
+    never_read.remove().expect("remove the empty cgroup");
     let tree = spawn_fixture(FIXTURE, &tag, &[], Some(first.clone())).await;
     assert_eq!(first.procs().expect("procs"), tree.pids());
     tree.kill().await;
@@ -86,6 +88,18 @@ async fn a_cgroup_keeps_naming_the_one_it_read_when_a_new_one_takes_its_path() {
     assert_eq!(second.procs().expect("procs"), next.pids());
     next.kill().await;
     second.remove().expect("remove");
+
+    // The same for a cgroup never read before it was removed: it names the
+    // cgroup it was created as, not whatever has its path now.
+    let taken = root.create("unread").expect("cgroup at the removed path");
+    let other = spawn_fixture(FIXTURE, &tag, &[], Some(taken.clone())).await;
+    assert_eq!(
+        never_read.procs().expect("a removed cgroup reads"),
+        Vec::<i32>::new(),
+        "a cgroup never read listed the processes of the one that took its path"
+    );
+    other.kill().await;
+    taken.remove().expect("remove");
 }
 
 #[tokio::test]

@@ -134,7 +134,13 @@ impl CgroupRoot {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        Ok(Cgroup::at(path))
+        // Opened now, so that this cgroup's reads never list the processes
+        // of one that takes its path after it is removed.
+        let cgroup = Cgroup::at(path);
+        if let Ok(file) = fs::File::open(cgroup.path.join("cgroup.procs")) {
+            *cgroup.procs.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        }
+        Ok(cgroup)
     }
 
     /// The unit cgroups under this directory, by unit name.
@@ -157,8 +163,8 @@ impl CgroupRoot {
 
 /// One cgroup v2 directory.
 ///
-/// Its `cgroup.procs` is opened once, at the first read, and shared by the
-/// clones: re-reading an open `cgroup.procs` costs a twentieth of opening
+/// Its `cgroup.procs` is opened once (when [`CgroupRoot::create`] makes
+/// it, else at the first read) and shared by the clones: re-reading an open `cgroup.procs` costs a twentieth of opening
 /// it again (the open, not the read, is what a kernfs file charges), and a
 /// stop reads it at every level. The open file also keeps naming this
 /// cgroup: once the directory is removed it reads as empty, even if another
