@@ -77,28 +77,30 @@ async fn a_cgroup_keeps_naming_the_one_it_was_created_as_when_a_new_one_takes_it
     assert_eq!(first.procs().expect("procs"), Vec::<i32>::new());
     first.remove().expect("remove the empty cgroup");
 
-    // The unit's next run, in a new cgroup at the same path.
-    let second = root.create("reused").expect("cgroup again");
-    let next = spawn_fixture(FIXTURE, &tag, &[], Some(second.clone())).await;
-    assert_eq!(
-        first.procs().expect("a removed cgroup reads"),
-        Vec::<i32>::new(),
-        "the removed cgroup listed the processes of the one that took its path"
-    );
-    assert_eq!(second.procs().expect("procs"), next.pids());
-    next.kill().await;
-    second.remove().expect("remove");
+    // The unit's next run, in a new cgroup at the same path; and the same
+    // for a cgroup never read before it was removed.
+    reads_as_empty_once_its_path_is_taken(&root, &tag, &first, "reused").await;
+    reads_as_empty_once_its_path_is_taken(&root, &tag, &never_read, "unread").await;
+}
 
-    // The same for a cgroup never read before it was removed: it names the
-    // cgroup it was created as, not whatever has its path now.
-    let taken = root.create("unread").expect("cgroup at the removed path");
-    let other = spawn_fixture(FIXTURE, &tag, &[], Some(taken.clone())).await;
+/// Creates a cgroup at the path of `removed` (named `name`), runs a fixture
+/// in it, and checks that `removed` lists none of its processes while the
+/// new cgroup lists them all.
+async fn reads_as_empty_once_its_path_is_taken(
+    root: &zinit_process::CgroupRoot,
+    tag: &Tag,
+    removed: &Cgroup,
+    name: &str,
+) {
+    let taken = root.create(name).expect("cgroup at the removed path");
+    let tree = spawn_fixture(FIXTURE, tag, &[], Some(taken.clone())).await;
     assert_eq!(
-        never_read.procs().expect("a removed cgroup reads"),
+        removed.procs().expect("a removed cgroup reads"),
         Vec::<i32>::new(),
-        "a cgroup never read listed the processes of the one that took its path"
+        "the removed cgroup {name} listed the processes of the one that took its path"
     );
-    other.kill().await;
+    assert_eq!(taken.procs().expect("procs"), tree.pids());
+    tree.kill().await;
     taken.remove().expect("remove");
 }
 
