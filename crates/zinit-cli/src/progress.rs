@@ -60,7 +60,7 @@ pub fn event_json(event: &pb::ShutdownEvent) -> Value {
         Some(Kind::Plan(p)) => (
             "plan",
             json!({
-                "units": p.units.iter().map(|u| json!({"name": u.name, "waits_for": u.waits_for, "budget": secs(&u.budget), "signal": u.signal, "mode": u.mode})).collect::<Vec<_>>(),
+                "units": p.units.iter().map(|u| json!({"name": u.name, "waits_for": u.waits_for, "via": u.via, "budget": secs(&u.budget), "signal": u.signal, "mode": u.mode})).collect::<Vec<_>>(),
                 "deadline": secs(&p.deadline),
                 "sweep": p.sweep.iter().map(|t| json!({"pid": t.pid, "name": t.name, "reason": t.reason})).collect::<Vec<_>>(),
                 "dry_run": p.dry_run,
@@ -123,7 +123,7 @@ pub fn event_lines(event: &pb::ShutdownEvent) -> Vec<String> {
                 let after = if u.waits_for.is_empty() {
                     String::new()
                 } else {
-                    format!(" after {}", u.waits_for.join(", "))
+                    format!(" after {}", waits_for(u))
                 };
                 out.push(format!(
                     "         {:<16} {} {} budget {:.1}s{after}",
@@ -334,6 +334,19 @@ impl Live {
     fn finish(self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// What a planned unit waits for, an indirect link named: `app (via
+/// migrate), web`.
+pub fn waits_for(unit: &pb::PlannedUnit) -> String {
+    unit.waits_for
+        .iter()
+        .map(|d| match unit.via.get(d) {
+            Some(between) => format!("{d} (via {between})"),
+            None => d.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 pub mod cgroup;
 pub mod emergency;
+pub mod fifo;
 pub mod filter;
 pub mod handle;
 pub mod identity;

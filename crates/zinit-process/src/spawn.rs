@@ -36,7 +36,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 /// The search path when the environment has no `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -82,7 +82,7 @@ pub(crate) fn children() -> MutexGuard<'static, HashMap<i32, Option<ExitStatus>>
 }
 
 /// Where a child's standard output or error goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Output {
     /// A pipe the caller reads from ([`Child::take_stdout`]).
     Piped,
@@ -90,15 +90,19 @@ pub enum Output {
     Null,
     /// This process's own stream.
     Inherit,
+    /// This descriptor (for instance a FIFO's writing end, see
+    /// [`crate::fifo`]), duplicated for the child.
+    Fd(Arc<OwnedFd>),
 }
 
 impl Output {
-    fn stdio(self) -> Stdio {
-        match self {
+    fn stdio(&self) -> io::Result<Stdio> {
+        Ok(match self {
             Self::Piped => Stdio::piped(),
             Self::Null => Stdio::null(),
             Self::Inherit => Stdio::inherit(),
-        }
+            Self::Fd(fd) => Stdio::from(fd.try_clone()?),
+        })
     }
 }
 
@@ -267,8 +271,8 @@ impl Command {
         let mut std_cmd = std::process::Command::new(&self.program);
         std_cmd
             .stdin(Stdio::null())
-            .stdout(self.stdout.stdio())
-            .stderr(self.stderr.stdio());
+            .stdout(self.stdout.stdio()?)
+            .stderr(self.stderr.stdio()?);
         // SAFETY: the closure runs between fork and exec; it only makes
         // async-signal-safe system calls on data prepared before the fork,
         // and allocates nothing.

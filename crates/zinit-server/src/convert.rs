@@ -335,6 +335,11 @@ fn plan(plan: Plan) -> pb::ShutdownPlan {
             .map(|u| pb::PlannedUnit {
                 name: u.name,
                 waits_for: u.waits_for,
+                via: u
+                    .via
+                    .into_iter()
+                    .map(|(dependent, between)| (dependent, between.join(", ")))
+                    .collect(),
                 budget: Some(duration(u.budget)),
                 signal: u.signal.as_str().to_string(),
                 mode: mode_name(u.mode).to_string(),

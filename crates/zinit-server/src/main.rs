@@ -227,6 +227,7 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     let mut options = Options::new(&args.config);
     options.cgroups = host.cgroups();
     options.record_file = Some(record_path(&socket));
+    options.streams_dir = Some(streams_dir(&socket));
     let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     log_takeover(sup.takeover());
     exit_if_headless(&sup, &socket, args.pid_file.clone());
@@ -285,8 +286,18 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
 
 /// The record a successor takes over from: beside the socket.
 fn record_path(socket: &std::path::Path) -> PathBuf {
+    beside(socket, ".state")
+}
+
+/// The directory of the units' output FIFOs, which outlive a server that
+/// dies: beside the socket.
+pub(crate) fn streams_dir(socket: &std::path::Path) -> PathBuf {
+    beside(socket, ".streams")
+}
+
+fn beside(socket: &std::path::Path, suffix: &str) -> PathBuf {
     let mut path = socket.as_os_str().to_owned();
-    path.push(".state");
+    path.push(suffix);
     PathBuf::from(path)
 }
 
@@ -296,12 +307,13 @@ fn log_takeover(report: &zinit_supervisor::takeover::Takeover) {
         return;
     }
     tracing::warn!(
-        "takeover from a previous server (pid {}): adopted [{}], stopped [{}], thawed {} cgroup(s){}",
+        "takeover from a previous server (pid {}): adopted [{}], stopped [{}], kept exited [{}], thawed {} cgroup(s){}",
         report
             .from_pid
             .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
         report.adopted.join(", "),
         report.stopped.join(", "),
+        report.exited.join(", "),
         report.thawed,
         if report.finishing_shutdown {
             ", finishing its shutdown"

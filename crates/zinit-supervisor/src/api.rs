@@ -50,6 +50,10 @@ pub struct Options {
     /// Where the record a successor takes over from is kept (`None`: no
     /// record, no takeover).
     pub record_file: Option<PathBuf>,
+    /// Where units' output FIFOs are kept, so that units that write keep
+    /// running when the server dies and the next server reads on (`None`:
+    /// plain pipes, which die with the server).
+    pub streams_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -62,6 +66,7 @@ impl Options {
             log_lines: 10_000,
             log_bytes: 1024 * 1024,
             record_file: None,
+            streams_dir: None,
         }
     }
 }

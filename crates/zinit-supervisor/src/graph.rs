@@ -69,6 +69,41 @@ pub fn dependents(deps: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<
     out
 }
 
+/// For each unit in `live`, the units of `live` it depends on, directly or
+/// through units that are not live (an exited oneshot, a stopped, failed,
+/// blocked or invalid unit): each with the units in between (empty when
+/// direct), the shortest such chain. A live dependency ends the search along
+/// its path: what it depends on is its own business.
+pub fn live_dependencies(
+    deps: &BTreeMap<String, Vec<String>>,
+    live: &BTreeSet<String>,
+) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for unit in live {
+        let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut seen: BTreeSet<&str> = BTreeSet::from([unit.as_str()]);
+        // Breadth first, so that each dependency comes with its shortest chain.
+        let mut queue: std::collections::VecDeque<(&str, Vec<String>)> =
+            std::collections::VecDeque::from([(unit.as_str(), Vec::new())]);
+        while let Some((node, via)) = queue.pop_front() {
+            for dep in deps.get(node).map(Vec::as_slice).unwrap_or(&[]) {
+                if !seen.insert(dep.as_str()) {
+                    continue;
+                }
+                if live.contains(dep) {
+                    found.insert(dep.clone(), via.clone());
+                } else {
+                    let mut further = via.clone();
+                    further.push(dep.clone());
+                    queue.push_back((dep.as_str(), further));
+                }
+            }
+        }
+        out.insert(unit.clone(), found);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +137,44 @@ mod tests {
     fn finds_separate_cycles() {
         let g = graph(&[("a", &["b"]), ("b", &["a"]), ("x", &["y"]), ("y", &["x"])]);
         assert_eq!(cycles(&g).len(), 2);
+    }
+
+    #[test]
+    fn a_live_dependency_through_exited_units_is_found_with_the_units_between() {
+        // db -> migrate -> app, cache -> app; migrate and seed are not live.
+        let g = graph(&[
+            ("db", &[]),
+            ("migrate", &["db"]),
+            ("seed", &["migrate"]),
+            ("app", &["seed", "cache"]),
+            ("cache", &[]),
+            ("web", &["app"]),
+        ]);
+        let live: BTreeSet<String> = ["db", "app", "cache", "web"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let found = live_dependencies(&g, &live);
+        assert_eq!(
+            found["app"],
+            BTreeMap::from([
+                (
+                    "db".to_string(),
+                    vec!["seed".to_string(), "migrate".to_string()]
+                ),
+                ("cache".to_string(), vec![]),
+            ])
+        );
+        // web reaches db only through app, which is live: app's business.
+        assert_eq!(found["web"].keys().collect::<Vec<_>>(), ["app"]);
+        assert!(found["db"].is_empty());
+    }
+
+    #[test]
+    fn a_cycle_through_units_that_are_not_live_ends_the_search() {
+        let g = graph(&[("a", &["x"]), ("x", &["y"]), ("y", &["x", "b"]), ("b", &[])]);
+        let live: BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let found = live_dependencies(&g, &live);
+        assert_eq!(found["a"]["b"], vec!["x".to_string(), "y".to_string()]);
     }
 }

@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod state;
 pub mod stats;
 pub mod stopping;
+mod streams;
 mod supervisor;
 pub mod takeover;
 mod tasks;

@@ -10,6 +10,7 @@ use crate::events::{Event, EventBus};
 use crate::logs::{Follower, LogHub, LogLine};
 use crate::stats::UnitStats;
 use crate::stopping::{StopProgress, UnitStopReport};
+use crate::streams::StreamDir;
 use crate::takeover::{RecordFile, Takeover};
 use crate::unit::UnitStatus;
 use std::future::Future;
@@ -57,7 +58,7 @@ impl Supervisor {
         let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes));
         let events = EventBus::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let actor = Actor::new(
+        let mut actor = Actor::new(
             options.config_dir.clone(),
             cgroups.clone(),
             hub.clone(),
@@ -66,6 +67,15 @@ impl Supervisor {
             set,
             options.record_file.clone().map(RecordFile::new),
         );
+        if let Some(dir) = &options.streams_dir {
+            match StreamDir::open(dir.clone()) {
+                Ok(dir) => actor.streams = Some(dir),
+                Err(e) => tracing::warn!(
+                    "{}: {e}; units' output goes through plain pipes, which die with the server",
+                    dir.display()
+                ),
+            }
+        }
         let adopted_roots = takeover
             .roots
             .iter()

@@ -76,6 +76,8 @@ pub(crate) struct Instance {
     pub output_closed: bool,
     /// Whether its main process's exit (and status) has been reported.
     pub main_exited: bool,
+    /// The FIFOs its output goes to (empty: plain pipes, or none).
+    pub streams: Vec<std::path::PathBuf>,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires

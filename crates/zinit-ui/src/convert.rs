@@ -136,7 +136,7 @@ pub fn shutdown_event(event: &pb::ShutdownEvent) -> Value {
         Some(Kind::Plan(p)) => (
             "plan",
             json!({
-                "units": p.units.iter().map(|u| json!({"name": u.name, "waits_for": u.waits_for, "budget": secs(&u.budget), "signal": u.signal, "mode": u.mode})).collect::<Vec<_>>(),
+                "units": p.units.iter().map(|u| json!({"name": u.name, "waits_for": u.waits_for, "via": u.via, "budget": secs(&u.budget), "signal": u.signal, "mode": u.mode})).collect::<Vec<_>>(),
                 "deadline": secs(&p.deadline),
                 "sweep": p.sweep.iter().map(|t| json!({"pid": t.pid, "name": t.name, "reason": t.reason})).collect::<Vec<_>>(),
                 "dry_run": p.dry_run,

@@ -114,6 +114,8 @@ impl ShutdownController {
     /// Removes the socket, the pid file and this server's cgroup directory.
     pub fn cleanup(&self) {
         let _ = std::fs::remove_file(&self.inner.socket);
+        // Empty once every unit's output has ended.
+        let _ = std::fs::remove_dir(crate::streams_dir(&self.inner.socket));
         if let Some(path) = &self.inner.pid_file {
             let _ = std::fs::remove_file(path);
         }

@@ -12,12 +12,13 @@ use super::Actor;
 use super::messages::Msg;
 use crate::backoff::Next;
 use crate::command::command_for;
-use crate::config::{LogMode, RestartMode};
+use crate::config::{LogMode, RestartMode, ServiceConfig};
 use crate::events::EventKind;
 use crate::logs::{RotatingFile, Sinks, Stream, capture};
 use crate::shutdown::{StopCounts, UnitShutDown};
 use crate::state::State;
 use crate::stopping::{StopParams, UnitStopReport, stop_unit};
+use crate::streams::Reader;
 use crate::tasks::{monitor, readiness};
 use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
@@ -110,55 +111,50 @@ impl Actor {
         false
     }
 
-    /// Spawns the unit's command in its cgroup, with its output captured,
-    /// and the tasks that watch it.
-    fn spawn(&mut self, name: &str) {
-        let Some(unit) = self.units.get(name) else {
-            return;
-        };
-        let config = unit.config.clone();
-        let cgroup = match &self.cgroups {
-            Some(root) => match root.create(name) {
-                Ok(cgroup) => Some(cgroup),
-                Err(e) => {
-                    tracing::warn!("{name}: no cgroup ({e}); using its process group");
-                    None
-                }
-            },
-            None => None,
-        };
-        let output = if config.log.mode == LogMode::Null && config.log.file.is_none() {
-            Output::Null
-        } else {
-            Output::Piped
-        };
-        let mut command = command_for(&config, &config.exec)
-            .stdout(output)
-            .stderr(output);
-        if let Some(cgroup) = &cgroup {
-            command = command.cgroup(cgroup.clone());
+    /// Reads an instance's output streams into the unit's log (and its
+    /// echo and file); once all have ended, their FIFOs are removed and the
+    /// actor is told. Returns whether there was nothing to read.
+    pub(super) fn capture_output(
+        &mut self,
+        name: &str,
+        instance: u64,
+        config: &ServiceConfig,
+        readers: Vec<Reader>,
+    ) -> bool {
+        if readers.is_empty() {
+            return true;
         }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                // No back-off: the same spawn would fail the same way.
-                if let Some(cgroup) = &cgroup {
-                    let _ = cgroup.remove();
-                }
-                if let Some(unit) = self.units.get_mut(name) {
-                    unit.last_exit = None;
-                }
-                self.set_state(name, State::Starting, "spawning");
-                self.set_state(name, State::Failed, format!("cannot start: {e}"));
-                return;
+        let sinks = self.sinks(name, config);
+        let mut captures = Vec::new();
+        let mut fifos = Vec::new();
+        for reader in readers {
+            fifos.extend(reader.fifo);
+            captures.push(tokio::spawn(capture(
+                self.hub.clone(),
+                name.to_string(),
+                reader.stream,
+                reader.fd,
+                sinks.clone(),
+            )));
+        }
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        tokio::spawn(async move {
+            for capture in captures {
+                let _ = capture.await;
             }
-        };
-        self.next_instance += 1;
-        let instance_id = self.next_instance;
-        let members = Members::of_child(&child);
-        let pid = child.pid();
+            for fifo in &fifos {
+                crate::streams::remove(Some(fifo));
+            }
+            let _ = tx.send(Msg::OutputClosed { unit, instance });
+        });
+        false
+    }
 
-        let sinks = Sinks {
+    /// Where a unit's lines go besides its log: the server's stdout for
+    /// `log: stdout`, and its log file.
+    fn sinks(&self, name: &str, config: &ServiceConfig) -> Sinks {
+        Sinks {
             echo: config.log.mode == LogMode::Stdout,
             file: config.log.file.as_ref().and_then(|f| {
                 let owner = config.run_as.as_ref().map(|u| FsIdentity {
@@ -179,36 +175,91 @@ impl Actor {
                     }
                 }
             }),
+        }
+    }
+
+    /// Spawns the unit's command in its cgroup, with its output captured,
+    /// and the tasks that watch it.
+    fn spawn(&mut self, name: &str) {
+        let Some(unit) = self.units.get(name) else {
+            return;
         };
-        let mut captures = Vec::new();
-        for (fd, stream) in [
-            (child.take_stdout(), Stream::Stdout),
-            (child.take_stderr(), Stream::Stderr),
-        ] {
-            if let Some(fd) = fd {
-                captures.push(tokio::spawn(capture(
-                    self.hub.clone(),
-                    name.to_string(),
+        let config = unit.config.clone();
+        let cgroup = match &self.cgroups {
+            Some(root) => match root.create(name) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    tracing::warn!("{name}: no cgroup ({e}); using its process group");
+                    None
+                }
+            },
+            None => None,
+        };
+        let wants_output = !(config.log.mode == LogMode::Null && config.log.file.is_none());
+        let instance_id = self.next_instance + 1;
+        let fifos = match (&self.streams, wants_output) {
+            (Some(dir), true) => match dir.create(name, instance_id) {
+                Ok(streams) => Some(streams),
+                Err(e) => {
+                    tracing::warn!(
+                        "{name}: {e}; its output goes through plain pipes, which die with the server"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (stdout, stderr) = match (&fifos, wants_output) {
+            (Some(f), _) => (Output::Fd(f.stdout.clone()), Output::Fd(f.stderr.clone())),
+            (None, true) => (Output::Piped, Output::Piped),
+            (None, false) => (Output::Null, Output::Null),
+        };
+        let mut command = command_for(&config, &config.exec)
+            .stdout(stdout)
+            .stderr(stderr);
+        if let Some(cgroup) = &cgroup {
+            command = command.cgroup(cgroup.clone());
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // No back-off: the same spawn would fail the same way.
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.remove();
+                }
+                for reader in fifos.iter().flat_map(|f| &f.readers) {
+                    crate::streams::remove(reader.fifo.as_deref());
+                }
+                if let Some(unit) = self.units.get_mut(name) {
+                    unit.last_exit = None;
+                }
+                self.set_state(name, State::Starting, "spawning");
+                self.set_state(name, State::Failed, format!("cannot start: {e}"));
+                return;
+            }
+        };
+        self.next_instance = instance_id;
+        let members = Members::of_child(&child);
+        let pid = child.pid();
+        // The child's ends go with the command: only the child holds them.
+        let readers = match fifos {
+            Some(f) => f.readers,
+            None => [
+                (child.take_stdout(), Stream::Stdout),
+                (child.take_stderr(), Stream::Stderr),
+            ]
+            .into_iter()
+            .filter_map(|(fd, stream)| {
+                fd.map(|fd| Reader {
                     stream,
                     fd,
-                    sinks.clone(),
-                )));
-            }
-        }
-        let output_closed = captures.is_empty();
-        if !output_closed {
-            let tx = self.tx.clone();
-            let unit = name.to_string();
-            tokio::spawn(async move {
-                for capture in captures {
-                    let _ = capture.await;
-                }
-                let _ = tx.send(Msg::OutputClosed {
-                    unit,
-                    instance: instance_id,
-                });
-            });
-        }
+                    fifo: None,
+                })
+            })
+            .collect(),
+        };
+        let streams = readers.iter().filter_map(|r| r.fifo.clone()).collect();
+        let output_closed = self.capture_output(name, instance_id, &config, readers);
         tokio::spawn(monitor(
             child,
             members.clone(),
@@ -227,6 +278,7 @@ impl Actor {
             alive: true,
             output_closed,
             main_exited: false,
+            streams,
         });
         unit.last_exit = None;
         unit.adopted = false;

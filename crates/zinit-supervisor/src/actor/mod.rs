@@ -24,6 +24,7 @@ use crate::logs::LogHub;
 use crate::shutdown::DoneTo;
 use crate::state::State;
 use crate::stopping::UnitStopReport;
+use crate::streams::StreamDir;
 use crate::takeover::{RecordFile, TakeoverPlan};
 use crate::unit::{Unit, UnitKind, UnitStatus};
 use messages::{Msg, Reply};
@@ -72,6 +73,8 @@ pub(crate) struct Actor {
     record_saved: Option<std::time::Instant>,
     /// A `Msg::SaveRecord` is on its way.
     record_timer: bool,
+    /// Where units' output FIFOs live (`None`: plain pipes).
+    pub(crate) streams: Option<StreamDir>,
 }
 
 impl Actor {
@@ -102,6 +105,7 @@ impl Actor {
             adopted_roots: Vec::new(),
             record_saved: None,
             record_timer: false,
+            streams: None,
         };
         for (name, config) in set.services {
             let mut unit = Unit::new(Arc::new(config), UnitKind::Service);

@@ -28,7 +28,17 @@ impl Actor {
                 unit.wanted = false;
             }
         }
+        for name in &plan.report.exited {
+            self.set_state(name, State::Starting, "taken over from a previous server");
+            self.set_state(
+                name,
+                State::Exited,
+                "exited successfully under a previous server; not run again",
+            );
+        }
+        let mut keep_streams = std::collections::HashSet::new();
         for found in plan.found {
+            keep_streams.extend(found.streams.iter().cloned());
             let kind = match &found.job {
                 Some(job) => {
                     self.next_job = self.next_job.max(job.id);
@@ -44,6 +54,18 @@ impl Actor {
             unit.adopted = true;
             self.next_instance += 1;
             let instance = self.next_instance;
+            let name = found.name.clone();
+            // Its output FIFOs, where a previous server read them: read on.
+            let mut notes = Vec::new();
+            let readers = match &self.streams {
+                Some(dir) => dir.reopen(&found.streams, &mut notes),
+                None => Vec::new(),
+            };
+            for note in notes {
+                tracing::warn!("takeover: {name}: {note}");
+            }
+            let streams = readers.iter().filter_map(|r| r.fifo.clone()).collect();
+            let output_closed = self.capture_output(&name, instance, &found.config, readers);
             unit.instance = Some(Instance {
                 id: instance,
                 pid: found.main.pid,
@@ -51,11 +73,10 @@ impl Actor {
                 cgroup: found.cgroup.clone(),
                 started: Instant::now(),
                 alive: true,
-                // Its output went to the previous server's pipes.
-                output_closed: true,
+                output_closed,
                 main_exited: false,
+                streams,
             });
-            let name = found.name.clone();
             self.invalid.remove(&name);
             self.units.insert(name.clone(), unit);
             tokio::spawn(watch_adopted(
@@ -101,6 +122,9 @@ impl Actor {
                 ),
             }
         }
+        if let Some(dir) = &self.streams {
+            dir.remove_others(&keep_streams);
+        }
         if plan.report.thawed > 0 {
             tracing::warn!(
                 "takeover: thawed {} frozen cgroup(s) a previous server left",
@@ -134,7 +158,10 @@ impl Actor {
         };
         for (name, unit) in &self.units {
             let live = unit.instance.as_ref().filter(|i| i.alive);
-            if live.is_none() && unit.wanted {
+            // A finished oneshot is kept for its result; another unit
+            // without processes only when it was stopped by request.
+            let finished = unit.state == State::Exited && unit.config.oneshot;
+            if live.is_none() && unit.wanted && !finished {
                 continue;
             }
             let job = match &unit.kind {
@@ -167,6 +194,14 @@ impl Actor {
                     StopMode::Main => "main",
                 }
                 .to_string(),
+                streams: live
+                    .map(|i| {
+                        i.streams
+                            .iter()
+                            .filter_map(|p| crate::streams::name_of(p))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         record

@@ -23,6 +23,7 @@ pub use sweep::{SweepReason, SweepTarget};
 use crate::Supervisor;
 use crate::actor::messages::{Request, ShutdownStop};
 use crate::api::SupervisorError;
+use crate::config::ServiceConfig;
 use crate::stopping::UnitStopReport;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -340,7 +341,7 @@ impl Supervisor {
             .await
             .unwrap_or_default();
         Ok(Plan {
-            units: plan::plan_units(&units, timeout, false),
+            units: plan::plan_units(&units, &configs, timeout, false),
             deadline: timeout,
             sweep,
             dry_run: true,
@@ -378,6 +379,7 @@ impl Supervisor {
         let timeout = deadline - start;
         self.stop_in_order(
             &units,
+            &configs,
             (start, deadline, timeout),
             &options.force,
             &events,
@@ -425,6 +427,7 @@ impl Supervisor {
     async fn stop_in_order(
         &self,
         units: &[ShutdownUnit],
+        configs: &[Arc<ServiceConfig>],
         (start, deadline, timeout): (Instant, Instant, Duration),
         force: &CancellationToken,
         events: &EventSink,
@@ -437,7 +440,7 @@ impl Supervisor {
             });
         };
         let left = |now: Instant| deadline.saturating_duration_since(now);
-        let planned = plan::plan_units(units, left(Instant::now()), force.is_cancelled());
+        let planned = plan::plan_units(units, configs, left(Instant::now()), force.is_cancelled());
         emit(ShutdownEventKind::Plan(Plan {
             units: planned.clone(),
             deadline: timeout,

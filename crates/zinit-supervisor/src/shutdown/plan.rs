@@ -1,12 +1,14 @@
 //! The shutdown's plan, computed by one function for the real shutdown and
 //! for the dry run alike: for every unit whose processes are alive, the
-//! live units that depend on it (it starts stopping once they have all
-//! stopped), its budget, signal and mode.
+//! live units that depend on it, directly or through units that are not
+//! live (an exited oneshot between a database and its app still orders
+//! them): it starts stopping once they have all stopped. And its budget,
+//! signal and mode.
 
 use super::sweep::SweepTarget;
 use crate::config::ServiceConfig;
 use crate::graph;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use zinit_process::Signal;
@@ -32,6 +34,10 @@ pub struct PlannedUnit {
     pub name: String,
     /// The live units that depend on it: it starts stopping once they have.
     pub waits_for: Vec<String>,
+    /// For a dependent in `waits_for` reached through units that are not
+    /// live: those units, nearest the dependent first (`app` waits for
+    /// `db` via `migrate`).
+    pub via: BTreeMap<String, Vec<String>>,
     /// What its stop may take: its timeout, capped by the deadline.
     pub budget: Duration,
     /// Its stop signal.
@@ -62,32 +68,48 @@ pub fn budget(timeout: Duration, left: Duration, forced: bool) -> Duration {
     timeout.min(left.saturating_sub(TAIL_RESERVE))
 }
 
-/// The plan's units: for each live unit, its live dependents, and its
-/// budget with `left` of the deadline remaining.
-pub(crate) fn plan_units(units: &[ShutdownUnit], left: Duration, forced: bool) -> Vec<PlannedUnit> {
-    let live: HashSet<&str> = units.iter().map(|u| u.name.as_str()).collect();
-    let deps: BTreeMap<String, Vec<String>> = units
+/// The plan's units: for each live unit, its live dependents (through
+/// every unit of `all`, live or not), and its budget with `left` of the
+/// deadline remaining.
+pub(crate) fn plan_units(
+    units: &[ShutdownUnit],
+    all: &[Arc<ServiceConfig>],
+    left: Duration,
+    forced: bool,
+) -> Vec<PlannedUnit> {
+    let live: BTreeSet<String> = units.iter().map(|u| u.name.clone()).collect();
+    let mut deps: BTreeMap<String, Vec<String>> = all
         .iter()
-        .map(|u| {
-            let after = u
-                .config
-                .after
-                .iter()
-                .filter(|d| live.contains(d.as_str()))
-                .cloned()
-                .collect();
-            (u.name.clone(), after)
-        })
+        .map(|c| (c.name.clone(), c.after.clone()))
         .collect();
-    let mut dependents = graph::dependents(&deps);
+    // A live unit's own configuration wins (a job is not in `all`).
+    for u in units {
+        deps.insert(u.name.clone(), u.config.after.clone());
+    }
+    // Per dependency: its dependents, and the chains of the indirect ones.
+    type Waits = (Vec<String>, BTreeMap<String, Vec<String>>);
+    let mut waits: BTreeMap<String, Waits> = BTreeMap::new();
+    for (dependent, found) in graph::live_dependencies(&deps, &live) {
+        for (dependency, between) in found {
+            let entry = waits.entry(dependency).or_default();
+            entry.0.push(dependent.clone());
+            if !between.is_empty() {
+                entry.1.insert(dependent.clone(), between);
+            }
+        }
+    }
     units
         .iter()
-        .map(|u| PlannedUnit {
-            name: u.name.clone(),
-            waits_for: dependents.remove(&u.name).unwrap_or_default(),
-            budget: budget(u.config.stop_timeout, left, forced),
-            signal: u.config.stop_signal,
-            mode: u.config.stop_mode,
+        .map(|u| {
+            let (waits_for, via) = waits.remove(&u.name).unwrap_or_default();
+            PlannedUnit {
+                name: u.name.clone(),
+                waits_for,
+                via,
+                budget: budget(u.config.stop_timeout, left, forced),
+                signal: u.config.stop_signal,
+                mode: u.config.stop_mode,
+            }
         })
         .collect()
 }

@@ -15,6 +15,8 @@
 //! - stops each unit that is no longer configured, or whose file changed,
 //!   with its recorded stop signal, timeout and mode, then starts the new
 //!   one;
+//! - keeps an unchanged oneshot that had exited successfully as exited (it
+//!   is not run a second time, and its dependents stay satisfied);
 //! - finishes a shutdown that was in progress, within what is left of its
 //!   deadline (at least a few seconds), and exits as the old server would.
 //!
@@ -50,6 +52,8 @@ pub struct Takeover {
     pub adopted: Vec<String>,
     /// Units stopped because they are no longer configured or changed.
     pub stopped: Vec<String>,
+    /// Oneshots that had exited successfully: kept as exited, not run again.
+    pub exited: Vec<String>,
     /// Cgroups that were frozen and were thawed.
     pub thawed: usize,
     /// Whether a shutdown in progress is being finished.
@@ -63,6 +67,7 @@ impl Takeover {
     pub fn is_empty(&self) -> bool {
         self.from_pid.is_none()
             && self.adopted.is_empty()
+            && self.exited.is_empty()
             && self.stopped.is_empty()
             && self.thawed == 0
     }
@@ -92,6 +97,8 @@ pub(crate) struct Found {
     pub main: ProcessId,
     pub wanted: bool,
     pub disposition: Disposition,
+    /// The FIFOs its output goes to, by name (see `crate::streams`).
+    pub streams: Vec<String>,
 }
 
 /// Everything a starting server takes over.
@@ -138,7 +145,14 @@ pub(crate) fn plan(
             pid: record.server.pid,
             start_time: record.server.start_time,
         };
-        if ProcessId::of(server.pid) == Some(server) && server.pid != std::process::id() as i32 {
+        // A server that died but is not reaped yet (a zombie) is gone.
+        let still_runs = zinit_process::proc_table::read_process(
+            server.pid,
+            zinit_process::Detail::Basic,
+            &mut Vec::new(),
+        )
+        .is_some_and(|p| p.start_time == server.start_time && p.state != ProcState::Zombie);
+        if still_runs && server.pid != std::process::id() as i32 {
             return Err(format!(
                 "the zinit_server that wrote {} (pid {}) still runs; stop it first",
                 record_path.display(),
@@ -174,6 +188,16 @@ pub(crate) fn plan(
             plan.found.push(found);
         } else if !unit.wanted && unit.job.is_none() {
             plan.not_wanted.push(unit.name.clone());
+        } else if unit.state == "exited"
+            && unit.job.is_none()
+            && set
+                .services
+                .get(&unit.name)
+                .is_some_and(|c| c.oneshot && c.digest() == unit.digest)
+        {
+            // Its result stands: a migration that ran is not run again,
+            // and what waits for it stays satisfied.
+            plan.report.exited.push(unit.name.clone());
         }
     }
     // Unit cgroups nobody recorded (a server that died before its record
@@ -281,6 +305,7 @@ fn found_from_record(unit: &RecordedUnit, set: &ConfigSet) -> Option<Found> {
         cgroup,
         wanted: unit.wanted,
         disposition,
+        streams: unit.streams.clone(),
     })
 }
 
@@ -315,5 +340,6 @@ fn found_from_cgroup(name: &str, cgroup: Cgroup, set: &ConfigSet) -> Option<Foun
         main,
         wanted: true,
         disposition,
+        streams: Vec::new(),
     })
 }

@@ -64,6 +64,9 @@ pub(crate) struct RecordedUnit {
     pub stop_timeout_ms: u64,
     /// `tree`, `group` or `main`.
     pub stop_mode: String,
+    /// The FIFOs its output goes to, by name in the streams directory.
+    #[serde(default)]
+    pub streams: Vec<String>,
 }
 
 /// A shutdown in progress.
@@ -371,6 +374,7 @@ mod tests {
             stop_signal: 15,
             stop_timeout_ms: 10_000,
             stop_mode: "tree".to_string(),
+            streams: vec!["web.4321.1.out".to_string()],
         }
     }
 

@@ -595,7 +595,7 @@ function renderShutdown() {
         status = `stopping ${secs(Math.max(0, nowAt - u.start))} of ${secs(u.budget)}`;
       }
     } else if (u.planned) {
-      status = u.planned.waits_for.length ? `waits for ${u.planned.waits_for.join(', ')}` : 'about to stop';
+      status = u.planned.waits_for.length ? `waits for ${waitsFor(u.planned)}` : 'about to stop';
     }
     if (running && u.end === null) track.append(el('div', { class: 'now', style: { left: pct(nowAt) } }));
     const signals = u.signals.length;
@@ -663,12 +663,18 @@ function renderShutdown() {
 
 // ----------------------------------------------------------- dry run + go
 
+// What a planned unit waits for, an indirect link named: "app (via migrate)".
+function waitsFor(u) {
+  const via = u.via || {};
+  return u.waits_for.map((d) => (via[d] ? `${d} (via ${via[d]})` : d)).join(', ');
+}
+
 function showPlan(plan) {
   const tbody = $('plan').tBodies[0];
   tbody.replaceChildren(...plan.units.map((u, i) => el('tr', {},
     el('td', { text: i + 1 }), el('td', { text: u.name }), el('td', { text: u.signal }),
     el('td', { text: u.mode }), el('td', { class: 'num', text: secs(u.budget) }),
-    el('td', { text: u.waits_for.join(', ') }))));
+    el('td', { text: waitsFor(u) }))));
   if (!plan.units.length) tbody.append(el('tr', {}, el('td', { colspan: 6, class: 'muted', text: 'nothing is running' })));
   $('plan-sweep').replaceChildren(plan.sweep.length
     ? el('div', {}, el('b', { text: 'The sweep would kill now: ' }),
