@@ -228,3 +228,171 @@ async fn an_exited_migration_orders_the_shutdown_and_survives_a_crash_unrepeated
         "db was signalled before app had stopped"
     );
 }
+
+/// The timestamps (seconds of the day, from the server's log) of the lines
+/// that contain every one of `parts`, in order.
+fn log_times(log: &str, parts: &[&str]) -> Vec<f64> {
+    log.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| {
+            // 2026-12-06T03:59:10.946363Z ...
+            let time = l.split_whitespace().next()?.split_once('T')?.1;
+            let time = time.trim_end_matches('Z');
+            let mut fields = time.split(':');
+            let h: f64 = fields.next()?.parse().ok()?;
+            let m: f64 = fields.next()?.parse().ok()?;
+            let s: f64 = fields.next()?.parse().ok()?;
+            Some(h * 3600.0 + m * 60.0 + s)
+        })
+        .collect()
+}
+
+/// A readiness test that never passes (a real `sh` that exits 1): the unit
+/// is stopped when its test timeout ends, not an interval before it, with
+/// no refused transition in the server's log, and it is then really
+/// restarted (a new pid) — the one restart its status counts.
+#[tokio::test]
+async fn a_test_that_never_passes_times_out_on_time_and_counts_only_real_restarts() {
+    let tag = Tag::new("ot-ready");
+    let conf = conf_dir(&tag);
+    let (sh, sleep) = (tag.program("sh"), tag.program("sleep"));
+    unit(
+        &conf,
+        "neverready",
+        &format!(
+            "exec: {} 1000\ntest: \"{} -c 'exit 1'\"\ntest_timeout: 2s\ntest_interval: 300ms\n\
+             restart: {{policy: always, delay: 200ms}}\n",
+            sleep.display(),
+            sh.display()
+        ),
+    );
+    let server = Server::start(&tag, &conf, &["--log-level", "info"]).await;
+    let first = server.wait_state("neverready", "starting")["pid"]
+        .as_i64()
+        .expect("a pid");
+    let second = loop {
+        let status = server.wait_state("neverready", "starting");
+        match status["pid"].as_i64() {
+            Some(pid) if pid != first => break status,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert_eq!(second["restarts"], 1, "{second}");
+    let log = server.log();
+    assert!(!log.contains("refused transition"), "{log}");
+    let started = log_times(&log, &["neverready: ", "-> starting"]);
+    let stopping = log_times(&log, &["neverready: starting -> stopping"]);
+    let waited = stopping[0] - started[0];
+    assert!(
+        (1.95..=2.05).contains(&waited),
+        "the test timeout of 2 s ended after {waited:.3} s:\n{log}"
+    );
+}
+
+/// A reload compares files as parsed: a comment and a reordering restart
+/// nothing; a stop setting applies to the running unit without a restart;
+/// an `env` change restarts it; a unit stopped by hand stays stopped
+/// whatever its file says; and `--dry-run` says all that first, per unit,
+/// changing nothing.
+#[tokio::test]
+async fn a_reload_changes_only_what_changed_and_keeps_a_stopped_unit_stopped() {
+    let tag = Tag::new("ot-reload");
+    let conf = conf_dir(&tag);
+    let sleep = tag.program("sleep");
+    let sleep = sleep.display();
+    unit(
+        &conf,
+        "db",
+        &format!("exec: {sleep} 1001\nstop_timeout_ms: 5000\n"),
+    );
+    unit(&conf, "cache", &format!("exec: {sleep} 1002\n"));
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_running(&["db", "cache"]);
+    assert_eq!(server.zinit(&["stop", "cache"]).code, 0);
+    let db = server.pid_of("db");
+    let reload = |args: &[&str]| {
+        let mut all = vec!["--json", "reload"];
+        all.extend_from_slice(args);
+        let out = server.zinit(&all);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        out.json()
+    };
+
+    // Comments, formatting and key order.
+    unit(
+        &conf,
+        "db",
+        &format!("# the database\nstop_timeout_ms:   5000   # five seconds\nexec: {sleep} 1001\n"),
+    );
+    unit(
+        &conf,
+        "cache",
+        &format!("exec: {sleep} 1002\n# a comment\n"),
+    );
+    let r = reload(&[]);
+    assert_eq!(r["unchanged"], serde_json::json!(["cache", "db"]), "{r}");
+    assert_eq!(server.pid_of("db"), db, "a comment restarted db");
+    assert_eq!(
+        server.zinit(&["--json", "status", "cache"]).json()["state"],
+        "stopped"
+    );
+
+    // A stop setting, and a new command for the stopped unit: first a dry run.
+    unit(
+        &conf,
+        "db",
+        &format!("exec: {sleep} 1001\nstop_timeout_ms: 7000\n"),
+    );
+    unit(&conf, "cache", &format!("exec: {sleep} 1003\n"));
+    let text = server.zinit(&["reload", "--dry-run"]).stdout;
+    assert!(
+        text.contains("db: apply live (stop_timeout: 5s -> 7s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cache: keep stopped (stopped by request) (exec:"),
+        "{text}"
+    );
+    let plan = |server: &Server| {
+        let out = server.zinit(&["--json", "shutdown", "--dry-run"]);
+        out.json_lines()
+            .into_iter()
+            .find(|e| e["kind"] == "plan")
+            .expect("a plan")
+    };
+    let budget = |plan: &Value| plan["units"][0]["budget"].as_f64();
+    assert_eq!(budget(&plan(&server)), Some(5.0), "the dry run changed db");
+    let r = reload(&[]);
+    assert_eq!(r["updated"], serde_json::json!(["cache", "db"]), "{r}");
+    assert_eq!(r["changed"], serde_json::json!([]), "{r}");
+    assert_eq!(server.pid_of("db"), db, "a stop setting restarted db");
+    assert_eq!(
+        budget(&plan(&server)),
+        Some(7.0),
+        "the new timeout is not in force"
+    );
+    assert_eq!(
+        server.zinit(&["--json", "status", "cache"]).json()["state"],
+        "stopped"
+    );
+
+    // What shapes the process restarts it.
+    unit(
+        &conf,
+        "db",
+        &format!("exec: {sleep} 1001\nstop_timeout_ms: 7000\nenv: {{MODE: fast}}\n"),
+    );
+    let r = reload(&[]);
+    assert_eq!(r["changed"], serde_json::json!(["db"]), "{r}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while server.zinit(&["--json", "status", "db"]).json()["pid"].as_i64() == Some(db.into()) {
+        assert!(Instant::now() < end, "db was not restarted for its env");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.wait_running(&["db"]);
+    assert_eq!(
+        server.zinit(&["--json", "status", "cache"]).json()["state"],
+        "stopped"
+    );
+    assert_eq!(server.zinit(&["shutdown"]).code, 0);
+}

@@ -584,7 +584,7 @@ async fn reload_adds_restarts_changed_and_stops_deleted_services_and_leaves_the_
             stack.write("change", "--width 1", "");
             std::fs::remove_file(stack.conf.join("drop.yaml")).expect("delete");
             stack.write("new", "", "");
-            let summary = sup.reload().await.expect("reload");
+            let summary = sup.reload(false).await.expect("reload");
             assert_eq!(summary.added, ["new"]);
             assert_eq!(summary.changed, ["change"]);
             assert_eq!(summary.removed, ["drop"]);
@@ -622,7 +622,7 @@ async fn a_reload_with_any_error_changes_nothing() {
             "exec: /bin/x\nstop_mode: sideways\n",
         )
         .expect("write");
-        let err = sup.reload().await.expect_err("invalid");
+        let err = sup.reload(false).await.expect_err("invalid");
         let SupervisorError::InvalidConfig(errors) = err else {
             panic!("{err:?}")
         };

@@ -60,35 +60,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Add { file } => return add(&mut client, &file, json).await,
         Command::Remove { name } => return crate::stopping::remove(&mut client, name, json).await,
-        Command::Reload => {
-            let r = client.reload(pb::ReloadRequest {}).await?.into_inner();
-            if json {
-                print_json(&json!({
-                    "added": r.added,
-                    "removed": r.removed,
-                    "changed": r.changed,
-                    "unchanged": r.unchanged,
-                    "warnings": r.warnings,
-                }));
-            } else {
-                warn(&r.warnings);
-                outln!(
-                    "reloaded: {} added, {} removed, {} changed, {} unchanged",
-                    r.added.len(),
-                    r.removed.len(),
-                    r.changed.len(),
-                    r.unchanged.len()
-                );
-                for (what, names) in [
-                    ("added", &r.added),
-                    ("removed", &r.removed),
-                    ("changed", &r.changed),
-                ] {
-                    if !names.is_empty() {
-                        outln!("  {what}: {}", names.join(", "));
-                    }
-                }
-            }
+        Command::Reload { dry_run } => {
+            let r = client
+                .reload(pb::ReloadRequest { dry_run })
+                .await?
+                .into_inner();
+            reloaded(&r, json);
         }
         Command::Kill { name, signal, all } => {
             let pids = client
@@ -437,5 +414,55 @@ fn list_or_none(names: &[String]) -> String {
         "none".to_string()
     } else {
         names.join(", ")
+    }
+}
+
+/// What a reload did, or with `--dry-run` would do, per service.
+fn reloaded(r: &pb::ReloadResponse, json: bool) {
+    if json {
+        print_json(&json!({
+            "dry_run": r.dry_run,
+            "added": r.added,
+            "removed": r.removed,
+            "changed": r.changed,
+            "updated": r.updated,
+            "unchanged": r.unchanged,
+            "warnings": r.warnings,
+            "units": r.units.iter().map(|u| json!({
+                "name": u.name,
+                "action": u.action,
+                "fields": u.fields.iter().map(|f| json!({
+                    "field": f.field, "restarts": f.restarts, "old": f.old, "new": f.new,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    warn(&r.warnings);
+    outln!(
+        "{}: {} added, {} removed, {} restarted, {} updated without a restart, {} unchanged",
+        if r.dry_run {
+            "a reload would do"
+        } else {
+            "reloaded"
+        },
+        r.added.len(),
+        r.removed.len(),
+        r.changed.len(),
+        r.updated.len(),
+        r.unchanged.len()
+    );
+    for u in &r.units {
+        let fields = u
+            .fields
+            .iter()
+            .map(|f| format!("{}: {} -> {}", f.field, f.old, f.new))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if fields.is_empty() {
+            outln!("  {}: {}", u.name, u.action);
+        } else {
+            outln!("  {}: {} ({fields})", u.name, u.action);
+        }
     }
 }

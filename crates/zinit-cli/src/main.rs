@@ -83,8 +83,12 @@ pub enum Command {
     Add { file: PathBuf },
     /// Stop a service (with live progress) and delete its file.
     Remove { name: String },
-    /// Re-read the config directory (all or nothing).
-    Reload,
+    /// Re-read the config directory (all or nothing); restarts only what changed in how it runs.
+    Reload {
+        /// Change nothing: print, per service, what changed and what a reload would do.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Send a signal (default SIGTERM) to a service's main process, or --all processes.
     Kill {
         name: String,

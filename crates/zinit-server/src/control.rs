@@ -377,16 +377,11 @@ impl Control for ControlService {
 
     async fn reload(
         &self,
-        _: Request<pb::ReloadRequest>,
+        request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
-        let summary = self.sup.reload().await.map_err(convert::status)?;
-        Ok(Response::new(pb::ReloadResponse {
-            added: summary.added,
-            removed: summary.removed,
-            changed: summary.changed,
-            unchanged: summary.unchanged,
-            warnings: summary.warnings,
-        }))
+        let dry_run = request.into_inner().dry_run;
+        let summary = self.sup.reload(dry_run).await.map_err(convert::status)?;
+        Ok(Response::new(convert::reload(summary)))
     }
 
     async fn signal_unit(

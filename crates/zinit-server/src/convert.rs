@@ -473,3 +473,33 @@ pub fn takeover(report: &zinit_supervisor::takeover::Takeover) -> pb::Takeover {
         notes: report.notes.clone(),
     }
 }
+
+pub fn reload(summary: zinit_supervisor::ReloadSummary) -> pb::ReloadResponse {
+    pb::ReloadResponse {
+        added: summary.added,
+        removed: summary.removed,
+        changed: summary.changed,
+        unchanged: summary.unchanged,
+        warnings: summary.warnings,
+        updated: summary.updated,
+        units: summary
+            .units
+            .into_iter()
+            .map(|u| pb::UnitReload {
+                name: u.name,
+                action: u.action,
+                fields: u
+                    .fields
+                    .into_iter()
+                    .map(|f| pb::FieldChange {
+                        field: f.field.to_string(),
+                        restarts: f.restarts,
+                        old: f.old,
+                        new: f.new,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        dry_run: summary.dry_run,
+    }
+}

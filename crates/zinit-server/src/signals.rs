@@ -45,12 +45,13 @@ pub fn spawn_thread(
                     Signal::SIGHUP => {
                         let sup = sup.clone();
                         runtime.spawn(async move {
-                            match sup.reload().await {
+                            match sup.reload(false).await {
                                 Ok(s) => tracing::info!(
-                                    "SIGHUP: reloaded; added {:?}, removed {:?}, changed {:?}",
+                                    "SIGHUP: reloaded; added {:?}, removed {:?}, restarted {:?}, updated {:?}",
                                     s.added,
                                     s.removed,
-                                    s.changed
+                                    s.changed,
+                                    s.updated
                                 ),
                                 Err(e) => tracing::error!("SIGHUP: reload refused: {e}"),
                             }

@@ -78,12 +78,33 @@ pub struct ReloadSummary {
     pub added: Vec<String>,
     /// Services whose files were deleted, stopped and forgotten.
     pub removed: Vec<String>,
-    /// Services whose files changed, restarted with the new file.
+    /// Services whose files changed in what shapes the process (exec, env,
+    /// user, dir, limits, log), restarted with the new file.
     pub changed: Vec<String>,
-    /// Services left alone.
+    /// Services whose changes applied without a restart (stop settings,
+    /// `after`, restart policy, ports, filters, test).
+    pub updated: Vec<String>,
+    /// Services left alone (a comment or formatting change is no change).
     pub unchanged: Vec<String>,
+    /// Per added, removed, changed or updated service: what changed and
+    /// what the reload does about it.
+    pub units: Vec<UnitReload>,
     /// Warnings of the new configuration (a capped stop timeout).
     pub warnings: Vec<String>,
+    /// Nothing was changed: this is what a reload would do.
+    pub dry_run: bool,
+}
+
+/// What a reload does (or would do) to one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitReload {
+    /// The service.
+    pub name: String,
+    /// In words: `start`, `stop and forget`, `restart`, `apply live`,
+    /// `keep stopped (stopped by request)`, `takes effect at its next start`.
+    pub action: String,
+    /// The fields that changed (empty for an added or removed service).
+    pub fields: Vec<crate::config::FieldChange>,
 }
 
 /// What an `add` did.

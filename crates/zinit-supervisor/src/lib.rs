@@ -24,7 +24,9 @@ pub mod takeover;
 mod tasks;
 pub mod unit;
 
-pub use api::{AddResult, Host, JobSpec, Options, ReloadSummary, StopResult, SupervisorError};
+pub use api::{
+    AddResult, Host, JobSpec, Options, ReloadSummary, StopResult, SupervisorError, UnitReload,
+};
 pub use supervisor::Supervisor;
 pub use unit::{UnitKind, UnitStatus};
 /// Process types the layers above see through the supervisor.

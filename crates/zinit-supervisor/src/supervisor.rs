@@ -294,15 +294,17 @@ impl Supervisor {
             .await?
     }
 
-    /// Re-reads the config directory, all or nothing.
-    pub async fn reload(&self) -> Result<ReloadSummary, SupervisorError> {
+    /// Re-reads the config directory, all or nothing; with `dry_run`, only
+    /// says what a reload would do.
+    pub async fn reload(&self, dry_run: bool) -> Result<ReloadSummary, SupervisorError> {
         let dir = self.config_dir.clone();
         // Read and parsed off the actor's task.
         let set = tokio::task::spawn_blocking(move || load_dir(&dir))
             .await
             .map_err(|e| SupervisorError::Io(e.to_string()))?
             .map_err(|e| SupervisorError::InvalidConfig(ConfigErrors(vec![e])))?;
-        self.ask(|r| Request::Reload(Box::new(set), r)).await?
+        self.ask(|r| Request::Reload(Box::new(set), dry_run, r))
+            .await?
     }
 
     /// Sends `signal` to a unit's main process, or with `all` to every

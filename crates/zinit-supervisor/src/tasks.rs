@@ -169,7 +169,9 @@ async fn wait_cgroup_empty(cgroup: &zinit_process::Cgroup) {
     }
 }
 
-/// Runs the readiness test until it passes or `test_timeout` ends.
+/// Runs the readiness test until it passes or `test_timeout` ends: the
+/// last attempt is bounded by the deadline, and a test that has not passed
+/// is reported at the deadline, not an interval before it.
 pub(crate) async fn readiness(
     config: Arc<ServiceConfig>,
     test: Vec<String>,
@@ -178,36 +180,34 @@ pub(crate) async fn readiness(
     instance: u64,
 ) {
     let deadline = Instant::now() + config.test_timeout;
+    let report = |result| {
+        let _ = tx.send(Msg::Ready {
+            unit: unit.clone(),
+            instance,
+            result,
+        });
+    };
+    let mut last = "it never ran".to_string();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let attempt_bound = remaining
-            .min(Duration::from_secs(10))
-            .max(Duration::from_millis(100));
-        let last = match run_bounded(&config, &test, attempt_bound, None).await {
-            CommandResult::Exited(status) if status.success() => {
-                let _ = tx.send(Msg::Ready {
-                    unit,
-                    instance,
-                    result: Ok(()),
-                });
-                return;
-            }
+        if remaining < MIN_ATTEMPT {
+            break;
+        }
+        let attempt_bound = remaining.min(Duration::from_secs(10));
+        last = match run_bounded(&config, &test, attempt_bound, None).await {
+            CommandResult::Exited(status) if status.success() => return report(Ok(())),
             CommandResult::Exited(status) => status.to_string(),
             CommandResult::TimedOut => "timed out".to_string(),
             CommandResult::Failed(e) => e,
         };
-        if Instant::now() + config.test_interval >= deadline {
-            let result = Err(format!(
-                "its test did not pass within {} (last: {last})",
-                humantime::format_duration(config.test_timeout)
-            ));
-            let _ = tx.send(Msg::Ready {
-                unit,
-                instance,
-                result,
-            });
-            return;
-        }
-        tokio::time::sleep(config.test_interval).await;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(config.test_interval.min(remaining)).await;
     }
+    report(Err(format!(
+        "its test did not pass within {} (last: {last})",
+        humantime::format_duration(config.test_timeout)
+    )))
 }
+
+/// Less than this before the deadline, a test is not tried again.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);

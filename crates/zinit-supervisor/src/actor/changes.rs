@@ -4,7 +4,7 @@
 
 use super::Actor;
 use super::messages::Reply;
-use crate::api::{AddResult, ReloadSummary, SupervisorError};
+use crate::api::{AddResult, ReloadSummary, SupervisorError, UnitReload};
 use crate::config::{ConfigError, ConfigErrors, ConfigSet, ServiceConfig};
 use crate::state::State;
 use crate::stopping::{StopProgress, UnitStopReport};
@@ -141,8 +141,16 @@ impl Actor {
         }
     }
 
-    /// Applies a reloaded config directory, all or nothing.
-    pub(super) fn reload(&mut self, set: ConfigSet) -> Result<ReloadSummary, SupervisorError> {
+    /// Applies a reloaded config directory, all or nothing, changing only
+    /// what changed as parsed: a running unit restarts only for a field
+    /// that shapes its process, takes other changes live, and a unit
+    /// stopped by request stays stopped. With `dry_run`, changes nothing and
+    /// says what it would do.
+    pub(super) fn reload(
+        &mut self,
+        set: ConfigSet,
+        dry_run: bool,
+    ) -> Result<ReloadSummary, SupervisorError> {
         if self.intake_frozen {
             return Err(SupervisorError::ShuttingDown);
         }
@@ -152,22 +160,30 @@ impl Actor {
         }
         let mut summary = ReloadSummary {
             warnings: set.warnings(),
+            dry_run,
             ..ReloadSummary::default()
         };
-        for warning in &summary.warnings {
-            tracing::warn!("{warning}");
+        if !dry_run {
+            for warning in &summary.warnings {
+                tracing::warn!("{warning}");
+            }
         }
-        let services: Vec<String> = self
+        let gone: Vec<String> = self
             .units
             .iter()
-            .filter(|(_, u)| u.kind == UnitKind::Service)
+            .filter(|(name, u)| u.kind == UnitKind::Service && !set.services.contains_key(*name))
             .map(|(n, _)| n.clone())
             .collect();
-        for name in services {
-            if set.services.contains_key(&name) {
+        for name in gone {
+            summary.removed.push(name.clone());
+            summary.units.push(UnitReload {
+                name: name.clone(),
+                action: "stop and forget".to_string(),
+                fields: Vec::new(),
+            });
+            if dry_run {
                 continue;
             }
-            summary.removed.push(name.clone());
             let unit = self.units.get_mut(&name).expect("listed");
             unit.wanted = false;
             unit.timers.forget_pending();
@@ -183,32 +199,70 @@ impl Actor {
         }
         for (name, config) in set.services {
             let config = Arc::new(config);
-            match self.units.get_mut(&name) {
-                None => {
-                    summary.added.push(name.clone());
+            let Some(unit) = self.units.get_mut(&name) else {
+                summary.added.push(name.clone());
+                summary.units.push(UnitReload {
+                    name: name.clone(),
+                    action: "start".to_string(),
+                    fields: Vec::new(),
+                });
+                if !dry_run {
                     let mut unit = Unit::new(config, UnitKind::Service);
                     unit.wanted = true;
                     self.units.insert(name, unit);
                 }
-                Some(unit) if unit.config.source == config.source => summary.unchanged.push(name),
-                Some(unit) => {
-                    summary.changed.push(name.clone());
-                    if unit.alive() || unit.state == State::Stopping {
-                        unit.wanted = true;
-                        self.begin_stop(&name, Then::Replace(config), "its file changed");
-                    } else {
-                        unit.config = config;
-                        unit.backoff.reset();
-                        unit.wanted = true;
-                        if unit.state != State::Stopped {
-                            unit.timers.forget_pending();
-                            self.set_state(&name, State::Stopped, "its file changed");
-                        }
-                    }
+                continue;
+            };
+            let fields = unit.config.changes(&config);
+            if fields.is_empty() {
+                summary.unchanged.push(name);
+                if !dry_run {
+                    // The same service; keep the file's latest text.
+                    unit.config = config;
+                }
+                continue;
+            }
+            let running = unit.alive() || unit.state == State::Stopping;
+            let restarts = fields.iter().any(|f| f.restarts);
+            let action = match (running, restarts, unit.wanted) {
+                (true, true, _) => "restart",
+                (true, false, _) => "apply live",
+                (false, _, false) => "keep stopped (stopped by request)",
+                (false, _, true) => "takes effect at its next start",
+            };
+            if running && restarts {
+                summary.changed.push(name.clone());
+            } else {
+                summary.updated.push(name.clone());
+            }
+            summary.units.push(UnitReload {
+                name: name.clone(),
+                action: action.to_string(),
+                fields,
+            });
+            if dry_run {
+                continue;
+            }
+            if running && restarts {
+                self.begin_stop(&name, Then::Replace(config), "its file changed");
+            } else {
+                // Read where they apply: the next stop, the next exit, the
+                // next start, the shutdown's order and sweep.
+                unit.config = config;
+                if !running && unit.wanted && unit.state == State::BackOff {
+                    // Its next try uses the new file at once.
+                    unit.backoff.reset();
+                    unit.timers.forget_pending();
+                    self.set_state(&name, State::Stopped, "its file changed");
+                } else if !running && unit.wanted && unit.state == State::Failed {
+                    unit.backoff.reset();
+                    self.set_state(&name, State::Stopped, "its file changed");
                 }
             }
         }
-        self.invalid.clear();
+        if !dry_run {
+            self.invalid.clear();
+        }
         Ok(summary)
     }
 }

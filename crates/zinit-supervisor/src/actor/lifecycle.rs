@@ -560,13 +560,16 @@ impl Actor {
                 }
             }
             Then::Failure(reason) => {
-                self.set_state(name, State::Failed, reason.clone());
+                // Straight from stopping to its back-off (or to failed when
+                // it gives up): a restart is counted only when it is due.
                 if self
                     .units
                     .get(name)
                     .is_some_and(|u| u.wanted && u.config.restart.mode != RestartMode::Never)
                 {
                     self.back_off(name, reason);
+                } else {
+                    self.set_state(name, State::Failed, reason);
                 }
             }
             Then::Remove { delete_file } => {

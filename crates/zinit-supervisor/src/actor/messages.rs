@@ -47,7 +47,8 @@ pub(crate) enum Request {
         Reply<Option<UnitStopReport>>,
     ),
     /// The config directory, loaded off the actor's task.
-    Reload(Box<ConfigSet>, Reply<ReloadSummary>),
+    /// A reloaded directory; `true`: only say what would change.
+    Reload(Box<ConfigSet>, bool, Reply<ReloadSummary>),
     Signal(String, Signal, bool, Reply<Vec<i32>>),
     RunJob(JobSpec, Reply<String>),
     Members(Option<String>, Reply<Vec<(String, Members)>>),

@@ -29,8 +29,8 @@ impl Actor {
                 reply,
             } => self.add(&file_name, *config, reply),
             Request::Remove(name, progress, reply) => self.remove(&name, progress, reply),
-            Request::Reload(set, reply) => {
-                let _ = reply.send(self.reload(*set));
+            Request::Reload(set, dry_run, reply) => {
+                let _ = reply.send(self.reload(*set, dry_run));
             }
             Request::Signal(name, signal, all, reply) => {
                 let _ = reply.send(self.signal(&name, signal, all));

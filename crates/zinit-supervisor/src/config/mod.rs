@@ -25,7 +25,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{ConfigSet, load_dir, parse_file};
 pub use types::{
     DEFAULT_MAX_RESTARTS, DEFAULT_STOP_TIMEOUT, DEFAULT_TEST_INTERVAL, DEFAULT_TEST_TIMEOUT,
-    LogConfig, LogFile, LogMode, MAX_STOP_TIMEOUT, RestartMode, RestartPolicy, RunAs,
+    FieldChange, LogConfig, LogFile, LogMode, MAX_STOP_TIMEOUT, RestartMode, RestartPolicy, RunAs,
     ServiceConfig,
 };
 

@@ -113,14 +113,77 @@ pub struct RunAs {
 }
 
 impl ServiceConfig {
-    /// A digest of the file's text: a successor compares it with the file
-    /// it loaded to tell an unchanged service from a changed one.
+    /// A digest of the parsed configuration (comments, formatting and key
+    /// order change nothing): a successor compares it with the file it
+    /// loaded to tell an unchanged service from a changed one.
     pub fn digest(&self) -> String {
+        let text = self
+            .fields(self)
+            .iter()
+            .map(|f| f.old.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
         // FNV-1a, 64 bits: stable across builds, enough to see a change.
-        let hash = self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
         format!("{hash:016x}")
+    }
+
+    /// What changed from this configuration to `new`, field by field, as
+    /// parsed: comments, formatting and key order are no change.
+    pub fn changes(&self, new: &ServiceConfig) -> Vec<FieldChange> {
+        self.fields(new)
+            .into_iter()
+            .filter(|f| f.old != f.new)
+            .collect()
+    }
+
+    /// Every field that matters, in this and in `new`.
+    fn fields(&self, new: &ServiceConfig) -> Vec<FieldChange> {
+        fn field<T: std::fmt::Debug>(
+            name: &'static str,
+            restarts: bool,
+            old: &T,
+            new: &T,
+        ) -> FieldChange {
+            FieldChange {
+                field: name,
+                restarts,
+                old: format!("{old:?}"),
+                new: format!("{new:?}"),
+            }
+        }
+        let (a, b) = (self, new);
+        vec![
+            // What the process is started with: a change restarts it.
+            field("exec", true, &a.exec, &b.exec),
+            field("oneshot", true, &a.oneshot, &b.oneshot),
+            field("env", true, &a.env, &b.env),
+            field("dir", true, &a.dir, &b.dir),
+            field("user", true, &a.run_as, &b.run_as),
+            field("limits", true, &a.limits, &b.limits),
+            // Its output is read through the pipes of its run: a new log
+            // setting takes effect with the next run.
+            field("log", true, &a.log, &b.log),
+            // What a running unit applies as it is.
+            field("test", false, &a.test, &b.test),
+            field("test_interval", false, &a.test_interval, &b.test_interval),
+            field("test_timeout", false, &a.test_timeout, &b.test_timeout),
+            field("after", false, &a.after, &b.after),
+            field("signal", false, &a.stop_signal, &b.stop_signal),
+            field("stop_timeout", false, &a.stop_timeout, &b.stop_timeout),
+            field("stop", false, &a.stop_command, &b.stop_command),
+            field("stop_mode", false, &a.stop_mode, &b.stop_mode),
+            field("ports", false, &a.ports, &b.ports),
+            field(
+                "process_filters",
+                false,
+                &a.process_filters,
+                &b.process_filters,
+            ),
+            field("restart", false, &a.restart, &b.restart),
+        ]
     }
 
     /// A unit known only from a record (no file): its command and how to
@@ -162,6 +225,19 @@ impl ServiceConfig {
     }
 }
 
+/// One field of a service file that differs between two versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    /// The field's name, as in the file (`exec`, `signal`, ...).
+    pub field: &'static str,
+    /// Whether a running unit must restart for it (else it applies live).
+    pub restarts: bool,
+    /// The old value, as parsed.
+    pub old: String,
+    /// The new value, as parsed.
+    pub new: String,
+}
+
 /// A validated service file.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -169,7 +245,7 @@ pub struct ServiceConfig {
     pub name: String,
     /// The file it came from.
     pub file: PathBuf,
-    /// The file's text, to tell changed files from unchanged ones on reload.
+    /// The file's text, as read.
     pub source: String,
     /// The command and its arguments.
     pub exec: Vec<String>,
