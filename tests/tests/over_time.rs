@@ -396,3 +396,177 @@ async fn a_reload_changes_only_what_changed_and_keeps_a_stopped_unit_stopped() {
     );
     assert_eq!(server.zinit(&["shutdown"]).code, 0);
 }
+
+/// `start` of a unit whose dependency's dependency has an invalid file
+/// fails at once, naming the chain and the file's error, instead of
+/// waiting forever; once the file is fixed and reloaded it starts. A
+/// dependency that is only slow is waited for, up to `--timeout`.
+#[tokio::test]
+async fn start_fails_at_once_through_a_chain_that_cannot_become_ready_and_waits_only_so_long() {
+    let tag = Tag::new("ot-start");
+    let conf = conf_dir(&tag);
+    let (sh, sleep) = (tag.program("sh"), tag.program("sleep"));
+    let (sh, sleep) = (sh.display(), sleep.display());
+    unit(&conf, "db", &format!("exec: {sleep} 1001\nusr: postgres\n"));
+    unit(
+        &conf,
+        "migrate",
+        &format!("exec: {sh} -c true\noneshot: true\nafter: [db]\n"),
+    );
+    unit(
+        &conf,
+        "app",
+        &format!("exec: {sleep} 1002\nafter: [migrate]\n"),
+    );
+    let server = Server::start(&tag, &conf, &[]).await;
+
+    let began = Instant::now();
+    let out = server.zinit(&["start", "app"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(began.elapsed() < Duration::from_secs(10), "start waited");
+    assert!(
+        out.stderr.contains(
+            "app cannot start: waiting for migrate, which waits for db: its file is invalid ("
+        ) && out.stderr.contains("usr"),
+        "{}",
+        out.stderr
+    );
+
+    unit(&conf, "db", &format!("exec: {sleep} 1001\n"));
+    assert_eq!(server.zinit(&["reload"]).code, 0);
+    let out = server.zinit(&["start", "app"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    server.wait_state("migrate", "exited");
+
+    // Only slow: a test that passes late. `start` waits, bounded.
+    unit(
+        &conf,
+        "slow",
+        &format!("exec: {sleep} 1003\ntest: \"{sh} -c 'exit 1'\"\ntest_timeout: 60s\n"),
+    );
+    unit(
+        &conf,
+        "front",
+        &format!("exec: {sleep} 1004\nafter: [slow]\n"),
+    );
+    assert_eq!(server.zinit(&["reload"]).code, 0);
+    let began = Instant::now();
+    let out = server.zinit(&["start", "front", "--timeout", "1s"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.stderr.contains(
+            "front did not become ready within 1s (blocked: waiting for slow (starting))"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.zinit(&["shutdown"]).code, 0);
+}
+
+/// `redis-server --daemonize yes`, a real program that forks its daemon
+/// and exits 0: without `pid_file` the unit runs on (no back-off, no kill
+/// and start again) and says why; with `pid_file` the daemon becomes the
+/// unit's main process, with and without cgroups (where a daemon that left
+/// its session is found only through the file). Both stop cleanly, and the
+/// shutdown leaves nothing.
+#[tokio::test]
+async fn a_program_that_daemonizes_runs_on_and_is_followed_through_its_pid_file() {
+    for cgroups in [true, false] {
+        daemons(cgroups).await;
+    }
+}
+
+async fn daemons(cgroups: bool) {
+    let tag = Tag::new(if cgroups {
+        "ot-daemon"
+    } else {
+        "ot-daemon-nocg"
+    });
+    let conf = conf_dir(&tag);
+    let dir = tag.dir().display().to_string();
+    let redis = zinit_tests::foreign::installed("redis-server");
+    let args = |name: &str| {
+        format!(
+            "{redis} --port 0 --unixsocket {dir}/{name}.sock --save '' --appendonly no \
+             --set-proc-title no --dir {dir} --daemonize yes --pidfile {dir}/{name}.pid"
+        )
+    };
+    if cgroups {
+        unit(&conf, "plain", &format!("exec: \"{}\"\n", args("plain")));
+    }
+    unit(
+        &conf,
+        "followed",
+        &format!(
+            "exec: \"{}\"\npid_file: {dir}/followed.pid\n",
+            args("followed")
+        ),
+    );
+    let env: &[(&str, &str)] = if cgroups {
+        &[]
+    } else {
+        &[("ZINIT_CGROUP", "off")]
+    };
+    let server = Server::start_careless(&tag, &conf, &[], env).await;
+    let daemon = |name: &str| -> i32 {
+        let path = tag.dir().join(format!("{name}.pid"));
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(Instant::now() < end, "{name} wrote no pid file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // `start` returns once the pid file was read.
+    let out = server.zinit(&["start", "followed"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let followed = daemon("followed");
+    let status = server.zinit(&["--json", "status", "followed"]).json();
+    assert_eq!(status["pid"].as_i64(), Some(followed.into()), "{status}");
+    assert_eq!(status["state"], "running", "{status}");
+    // Long enough for the old flapping: a back-off of 0.5 s, then the
+    // leftover grace of 1 s, then a kill and a new start.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        zinit_tests::carries_tag(followed, tag.as_str()),
+        "the daemon is gone"
+    );
+    assert_eq!(restarts(&server, "followed"), 0);
+    let mut daemons = vec![followed];
+    if cgroups {
+        let plain = daemon("plain");
+        daemons.push(plain);
+        let status = server.zinit(&["--json", "status", "plain"]).json();
+        assert_eq!(status["state"], "running", "{status}");
+        assert_eq!(status["restarts"], 0, "{status}");
+        assert!(
+            status["reason"].as_str().is_some_and(
+                |r| r.contains("main process exited 0, 1 process remains (did it daemonize?")
+            ),
+            "{status}"
+        );
+        assert!(
+            zinit_tests::carries_tag(plain, tag.as_str()),
+            "{plain} is gone"
+        );
+    }
+
+    let out = server.zinit(&["stop", "followed"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("pid {followed} (redis-server, depth 0)")),
+        "{}",
+        out.stdout
+    );
+    assert!(wait_gone(&[followed], tag.as_str(), Duration::from_secs(5)).is_empty());
+    let out = server.zinit(&["--json", "shutdown"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(wait_gone(&daemons, tag.as_str(), Duration::from_secs(5)).is_empty());
+}

@@ -60,9 +60,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 pub fn run() -> Result<()> {
     let run = TestRun::new()?;
-    bounded("installing nginx and redis", 10 * MINUTE, || {
-        install_foreign_programs()
-    })?;
+    bounded(
+        "installing nginx, redis and postgresql",
+        10 * MINUTE,
+        install_foreign_programs,
+    )?;
     let cargo = crate::cargo();
     run_phase(
         "cargo fmt --check",
@@ -257,6 +259,8 @@ pub fn install_foreign_programs() -> Result<()> {
     let missing: Vec<&str> = [
         ("nginx", "/usr/sbin/nginx"),
         ("redis-server", "/usr/bin/redis-server"),
+        // Debian 12's PostgreSQL, which examples/stack names.
+        ("postgresql", "/usr/lib/postgresql/15/bin/postgres"),
     ]
     .into_iter()
     .filter(|(_, path)| !Path::new(path).exists())

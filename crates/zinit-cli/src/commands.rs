@@ -19,6 +19,13 @@ fn target(cli: &Cli) -> Target {
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
     let target = target(&cli);
+    if let Command::Health { wait } = &cli.command {
+        let wait = wait
+            .as_deref()
+            .map(crate::shutdown::parse_duration)
+            .transpose()?;
+        return health(&target, wait, cli.json).await;
+    }
     let mut client = zinit_client::connect_to(&target).await?;
     let json = cli.json;
     match cli.command {
@@ -39,26 +46,50 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 .unwrap_or_default();
             output::print_unit(&unit, json);
         }
-        Command::Start { name, no_wait } => {
-            let unit = client
-                .start_unit(pb::StartUnitRequest { name, no_wait })
-                .await?
-                .into_inner()
-                .unit
-                .unwrap_or_default();
+        Command::Start {
+            name,
+            no_wait,
+            timeout,
+        } => {
+            let timeout = crate::shutdown::parse_duration(&timeout)?;
+            let mut call = client.clone();
+            let unit = crate::starting::wait(&client, &name, timeout, async {
+                Ok(call
+                    .start_unit(pb::StartUnitRequest {
+                        name: name.clone(),
+                        no_wait,
+                    })
+                    .await?
+                    .into_inner()
+                    .unit
+                    .unwrap_or_default())
+            })
+            .await?;
             return started(&unit, !no_wait, json);
         }
         Command::Stop { name } => return crate::stopping::stop(&mut client, name, json).await,
-        Command::Restart { name } => {
-            let unit = client
-                .restart_unit(pb::RestartUnitRequest { name })
-                .await?
-                .into_inner()
-                .unit
-                .unwrap_or_default();
+        Command::Restart { name, timeout } => {
+            let timeout = crate::shutdown::parse_duration(&timeout)?;
+            let mut call = client.clone();
+            let unit = crate::starting::wait(&client, &name, timeout, async {
+                Ok(call
+                    .restart_unit(pb::RestartUnitRequest { name: name.clone() })
+                    .await?
+                    .into_inner()
+                    .unit
+                    .unwrap_or_default())
+            })
+            .await?;
             return started(&unit, true, json);
         }
-        Command::Add { file } => return add(&mut client, &file, json).await,
+        Command::Add {
+            file,
+            no_wait,
+            timeout,
+        } => {
+            let timeout = crate::shutdown::parse_duration(&timeout)?;
+            return add(&mut client, &file, json, (!no_wait).then_some(timeout)).await;
+        }
         Command::Remove { name } => return crate::stopping::remove(&mut client, name, json).await,
         Command::Reload { dry_run } => {
             let r = client
@@ -251,7 +282,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
         }
-        Command::Completions { .. } => unreachable!("handled before connecting"),
+        Command::Completions { .. } | Command::Health { .. } => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(code::OK)
 }
@@ -289,8 +322,15 @@ fn started(unit: &pb::Unit, waited: bool, json: bool) -> Result<u8, Failure> {
 }
 
 /// `zinit add FILE`: the file is added whatever happens next; a service
-/// that cannot start is an error that says so.
-async fn add(client: &mut Client, file: &std::path::Path, json: bool) -> Result<u8, Failure> {
+/// that cannot start is an error that says so. With `wait`, it then waits
+/// (at most that long) until the service runs (ready) or cannot, as
+/// `start` does.
+async fn add(
+    client: &mut Client,
+    file: &std::path::Path,
+    json: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<u8, Failure> {
     let content = std::fs::read_to_string(file)
         .map_err(|e| Failure::new(code::ERROR, format!("cannot read {}: {e}", file.display())))?;
     let file_name = file
@@ -310,14 +350,48 @@ async fn add(client: &mut Client, file: &std::path::Path, json: bool) -> Result<
         })
         .await?
         .into_inner();
-    let unit = added.unit.clone().unwrap_or_default();
+    let mut unit = added.unit.clone().unwrap_or_default();
     let name = &added.name;
+    // Only a unit on its way (starting, or waiting for its dependencies) is
+    // waited for: a start of one that has already ended would run it again.
+    let on_its_way = [pb::UnitState::Starting, pb::UnitState::Blocked]
+        .iter()
+        .any(|s| *s as i32 == unit.state);
+    if let Some(timeout) = wait.filter(|_| on_its_way) {
+        let mut call = client.clone();
+        let waited = crate::starting::wait(client, name, timeout, async {
+            Ok(call
+                .start_unit(pb::StartUnitRequest {
+                    name: name.clone(),
+                    no_wait: false,
+                })
+                .await?
+                .into_inner()
+                .unit
+                .unwrap_or_default())
+        })
+        .await;
+        match waited {
+            Ok(now) => unit = now,
+            Err(e) => {
+                warn(&added.warnings);
+                return Err(Failure::new(
+                    e.code,
+                    format!(
+                        "{name} was added (its file stays in the config directory), but {}",
+                        e.message
+                    ),
+                ));
+            }
+        }
+    }
+    let blocked = wait.is_some() && unit.state == pb::UnitState::Blocked as i32;
     if json {
         print_json(&json!({ "name": name, "unit": unit_json(&unit), "warnings": added.warnings }));
     } else {
         warn(&added.warnings);
     }
-    if unit.state == pb::UnitState::Failed as i32 {
+    if unit.state == pb::UnitState::Failed as i32 || blocked {
         return Err(Failure::new(
             code::ERROR,
             format!(
@@ -465,4 +539,44 @@ fn reloaded(r: &pb::ReloadResponse, json: bool) {
             outln!("  {}: {} ({fields})", u.name, u.action);
         }
     }
+}
+
+/// `zinit health [--wait D]`: the server's gRPC health (`SERVING`: exit 0;
+/// not serving, as during its shutdown: 1; no server: 4). With `--wait`, a
+/// server that is not there yet is waited for, at most that long: what a
+/// script runs after starting zinit_server in the background, and what a
+/// container's HEALTHCHECK runs.
+async fn health(
+    target: &Target,
+    wait: Option<std::time::Duration>,
+    json: bool,
+) -> Result<u8, Failure> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let end = tokio::time::Instant::now() + wait.unwrap_or_default();
+    let mut client = loop {
+        match zinit_client::health_to(target).await {
+            Ok(client) => break client,
+            Err(e) if tokio::time::Instant::now() < end => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let status = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    let serving = status == ServingStatus::Serving;
+    let name = if serving { "serving" } else { "not serving" };
+    if json {
+        print_json(&json!({ "status": name }));
+    } else {
+        outln!("{name}");
+    }
+    Ok(if serving { code::OK } else { code::ERROR })
 }

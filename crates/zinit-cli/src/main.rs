@@ -21,6 +21,7 @@ mod job;
 mod output;
 mod progress;
 mod shutdown;
+mod starting;
 mod stopping;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -74,13 +75,29 @@ pub enum Command {
         /// Return at once, without waiting until it runs or fails.
         #[arg(long)]
         no_wait: bool,
+        /// How long to wait for it to become ready (10s, 500ms; a bare number is seconds).
+        #[arg(long, default_value = "90s")]
+        timeout: String,
     },
     /// Stop a service (its dependents keep running) or a job, with live progress.
     Stop { name: String },
     /// Stop (if running) and start a service; waits until it runs or fails.
-    Restart { name: String },
-    /// Validate a service file, copy it into the config directory and start it.
-    Add { file: PathBuf },
+    Restart {
+        name: String,
+        /// How long to wait for it to become ready (10s, 500ms; a bare number is seconds).
+        #[arg(long, default_value = "90s")]
+        timeout: String,
+    },
+    /// Validate a service file, copy it into the config directory, start it and wait until it runs.
+    Add {
+        file: PathBuf,
+        /// Return once it is added, without waiting until it runs or fails.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for it to become ready (10s, 500ms; a bare number is seconds).
+        #[arg(long, default_value = "90s")]
+        timeout: String,
+    },
     /// Stop a service (with live progress) and delete its file.
     Remove { name: String },
     /// Re-read the config directory (all or nothing); restarts only what changed in how it runs.
@@ -144,6 +161,12 @@ pub enum Command {
     },
     /// Describe the server.
     Info,
+    /// Exit 0 when the server answers and is serving (gRPC health), else non-zero.
+    Health {
+        /// Wait this long for a server that is starting (its socket not there yet).
+        #[arg(long)]
+        wait: Option<String>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }

@@ -147,12 +147,25 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// must belong to root, to this user or to the token file's owner before
 /// the token is sent.
 pub async fn connect_to(target: &Target) -> Result<Client, ConnectError> {
+    let (channel, bearer) = channel_to(target).await?;
+    Ok(ControlClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// The gRPC health service of the server at `target` (`grpc.health.v1`),
+/// reached as [`connect_to`] reaches the Control service.
+pub async fn health_to(target: &Target) -> Result<HealthClient, ConnectError> {
+    let (channel, bearer) = channel_to(target).await?;
+    Ok(tonic_health::pb::health_client::HealthClient::with_interceptor(channel, bearer))
+}
+
+/// A client of the server's gRPC health service.
+pub type HealthClient =
+    tonic_health::pb::health_client::HealthClient<InterceptedService<Channel, Bearer>>;
+
+/// A channel to the server at `target`, and what every call on it carries.
+async fn channel_to(target: &Target) -> Result<(Channel, Bearer), ConnectError> {
     match target {
-        Target::Unix(path) => {
-            let channel = unix_channel(path).await?;
-            Ok(ControlClient::with_interceptor(channel, Bearer::default())
-                .max_decoding_message_size(MAX_MESSAGE))
-        }
+        Target::Unix(path) => Ok((unix_channel(path).await?, Bearer::default())),
         Target::Tcp { addr, token_file } => {
             if !addr.ip().is_loopback() {
                 return Err(ConnectError::NotLoopback(*addr));
@@ -176,10 +189,7 @@ pub async fn connect_to(target: &Target) -> Result<Client, ConnectError> {
             let value: MetadataValue<Ascii> = format!("Bearer {}", token.as_str())
                 .parse()
                 .map_err(|e| tcp(io::Error::other(e)))?;
-            Ok(
-                ControlClient::with_interceptor(channel, Bearer(Some(value)))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
+            Ok((channel, Bearer(Some(value))))
         }
     }
 }

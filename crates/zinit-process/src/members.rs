@@ -118,6 +118,20 @@ impl Members {
         Self::new(child.id(), child.cgroup().cloned())
     }
 
+    /// The same unit (sharing what was recorded) with `root` as its main
+    /// process from now on: a daemon that replaced the process zinit
+    /// started (recorded as a member too, so it is found without a cgroup).
+    pub fn with_root(&self, root: ProcessId) -> Self {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(root);
+        Self {
+            root,
+            ..self.clone()
+        }
+    }
+
     /// The main process.
     pub fn root(&self) -> ProcessId {
         self.root

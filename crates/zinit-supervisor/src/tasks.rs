@@ -27,12 +27,145 @@ pub(crate) async fn monitor(
         Ok(status) => status,
         Err(_) => ExitStatus::Exited(-1),
     };
+    let remaining = remaining(&members).await;
     let _ = tx.send(Msg::MainExited {
         unit: unit.clone(),
         instance,
         status: Some(status),
+        remaining,
     });
     wait_empty(members, tx, unit, instance).await;
+}
+
+/// How many processes of the instance live on (its main process is gone).
+async fn remaining(members: &Members) -> usize {
+    members
+        .scan_async(Duration::from_secs(2))
+        .await
+        .map(|left| left.len())
+        .unwrap_or(0)
+}
+
+/// Watches a main process the unit follows from its `pid_file`: not our
+/// child, so through a pidfd, its status unknown; then the rest of the
+/// instance (which now counts the daemon as a member).
+pub(crate) async fn watch_followed(
+    main: ProcessId,
+    members: Members,
+    tx: mpsc::UnboundedSender<Msg>,
+    unit: String,
+    instance: u64,
+) {
+    wait_exit(main).await;
+    let remaining = remaining(&members).await;
+    let _ = tx.send(Msg::MainExited {
+        unit: unit.clone(),
+        instance,
+        status: None,
+        remaining,
+    });
+    wait_empty(members, tx, unit, instance).await;
+}
+
+/// Waits until `main` (not our child) has exited: its pidfd's readiness.
+async fn wait_exit(main: ProcessId) {
+    if let Ok(handle) = ProcessHandle::open(main)
+        && let Ok(mut watcher) = ExitWatcher::new()
+        && watcher.add(&handle).unwrap_or(false)
+    {
+        while handle.is_alive() {
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            if watcher.wait(far).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Reads the pid a daemon wrote to `path` once the unit's first main
+/// process has exited (waiting up to `bound` for the file), and checks that
+/// the process belongs to the unit: in its cgroup, among its members, or
+/// (without a cgroup) an orphan this server adopted as subreaper. A pid
+/// file anyone could write never makes zinit follow a process it did not
+/// start.
+pub(crate) async fn follow_pid_file(
+    path: std::path::PathBuf,
+    members: Members,
+    bound: Duration,
+    tx: mpsc::UnboundedSender<Msg>,
+    unit: String,
+    instance: u64,
+) {
+    let end = tokio::time::Instant::now() + bound;
+    let main = loop {
+        let read = read_pid_file(&path);
+        let found = match read {
+            Ok(pid) => match ProcessId::of(pid) {
+                Some(id) => belongs(id, &members).await.map(|()| id),
+                None => Err(format!("pid {pid} from {} is not running", path.display())),
+            },
+            Err(e) => Err(e),
+        };
+        if found.is_ok() || tokio::time::Instant::now() >= end {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = tx.send(Msg::Followed {
+        unit,
+        instance,
+        main,
+    });
+}
+
+/// The pid in a pid file: a regular file (never through a link), small,
+/// holding a positive decimal number.
+fn read_pid_file(path: &std::path::Path) -> Result<i32, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let show = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| format!("cannot read {show}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{show}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{show} is not a regular file"));
+    }
+    let mut text = String::new();
+    file.by_ref()
+        .take(64)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {show}: {e}"))?;
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 1 => Ok(pid),
+        _ => Err(format!("{show} holds no pid: {:?}", text.trim())),
+    }
+}
+
+async fn belongs(id: ProcessId, members: &Members) -> Result<(), String> {
+    let in_unit = members
+        .scan_async(Duration::from_secs(2))
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m.id == id);
+    let adopted_orphan = members.cgroup().is_none()
+        && zinit_process::proc_table::read_process(
+            id.pid,
+            zinit_process::Detail::Basic,
+            &mut Vec::new(),
+        )
+        .is_some_and(|p| p.ppid == std::process::id() as i32);
+    if in_unit || adopted_orphan {
+        Ok(())
+    } else {
+        Err(format!(
+            "pid {} is not a process of this unit; not following it",
+            id.pid
+        ))
+    }
 }
 
 /// Watches an instance taken over from a previous server: its main process
@@ -45,21 +178,13 @@ pub(crate) async fn watch_adopted(
     unit: String,
     instance: u64,
 ) {
-    if let Ok(handle) = ProcessHandle::open(main)
-        && let Ok(mut watcher) = ExitWatcher::new()
-        && watcher.add(&handle).unwrap_or(false)
-    {
-        while handle.is_alive() {
-            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-            if watcher.wait(far).await.is_err() {
-                break;
-            }
-        }
-    }
+    wait_exit(main).await;
+    let remaining = remaining(&members).await;
     let _ = tx.send(Msg::MainExited {
         unit: unit.clone(),
         instance,
         status: None,
+        remaining,
     });
     wait_empty(members, tx, unit, instance).await;
 }

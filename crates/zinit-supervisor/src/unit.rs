@@ -78,6 +78,20 @@ pub(crate) struct Instance {
     pub main_exited: bool,
     /// The FIFOs its output goes to (empty: plain pipes, or none).
     pub streams: Vec<std::path::PathBuf>,
+    /// Where it stands with its `pid_file`.
+    pub daemon: Daemon,
+}
+
+/// A unit with `pid_file` follows the daemon its first process left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Daemon {
+    /// Its main process is the one zinit started.
+    #[default]
+    Started,
+    /// That one exited 0; the pid file is being read.
+    Reading,
+    /// Its main process is the pid read from the file.
+    Followed,
 }
 
 /// The generation of a unit's pending back-off timers: a timer that fires

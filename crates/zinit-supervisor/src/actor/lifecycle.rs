@@ -19,8 +19,8 @@ use crate::shutdown::{StopCounts, UnitShutDown};
 use crate::state::State;
 use crate::stopping::{StopParams, UnitStopReport, stop_unit};
 use crate::streams::Reader;
-use crate::tasks::{monitor, readiness};
-use crate::unit::{Instance, Then, TimerGeneration, Unit, UnitKind};
+use crate::tasks::{follow_pid_file, monitor, readiness, watch_followed};
+use crate::unit::{Daemon, Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zinit_process::identity::FsIdentity;
@@ -42,6 +42,9 @@ impl Actor {
             return;
         }
         while self.reconcile_pass() {}
+        // Starts nothing more; a blocked unit's reason now follows the
+        // chains its dependencies recorded in the passes before.
+        self.reconcile_pass();
     }
 
     /// One pass of [`Actor::reconcile`]; whether it started anything.
@@ -78,29 +81,32 @@ impl Actor {
             self.spawn(name);
             return true;
         }
-        let reason = format!(
-            "waiting for {}",
-            waiting
-                .iter()
-                .map(|dep| match self.units.get(dep) {
-                    Some(u) => format!("{dep} ({})", u.state),
-                    None if self.invalid.contains_key(dep) => {
-                        format!("{dep} (invalid service file)")
-                    }
-                    None => format!("{dep} (not loaded)"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        // A dependency that will not become ready unless someone acts (an
+        // invalid file, a failed unit, one stopped by request, or one that
+        // waits for such a unit itself): the reason spells out the chain,
+        // and whoever waits for this unit's start is answered.
+        let mut seen = std::collections::HashSet::from([name.to_string()]);
+        let stuck = waiting
+            .iter()
+            .find_map(|dep| self.not_coming(dep, &mut seen));
+        let reason = match &stuck {
+            Some(chain) => format!("waiting for {chain}"),
+            None => format!(
+                "waiting for {}",
+                waiting
+                    .iter()
+                    .map(|dep| match self.units.get(dep) {
+                        Some(u) => format!("{dep} ({})", u.state),
+                        None => format!("{dep} (not loaded)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         // A job runs once: one whose dependency is not coming fails, so
         // that whoever waits for it (`job run`) is answered.
         let is_job = matches!(unit.kind, UnitKind::Job { .. });
-        let not_coming = waiting.iter().any(|dep| {
-            self.units
-                .get(dep)
-                .is_none_or(|d| !d.wanted || d.state == State::Failed)
-        });
-        if is_job && not_coming {
+        if is_job && stuck.is_some() {
             self.set_state(name, State::Failed, format!("cannot run: {reason}"));
             return false;
         }
@@ -175,6 +181,40 @@ impl Actor {
                     }
                 }
             }),
+        }
+    }
+
+    /// Why the unit `dep` will not become ready unless someone acts, as a
+    /// chain down to the cause (`migrate, which waits for db: its file is
+    /// invalid (...)`); `None` while it may still come (starting, backing
+    /// off, waiting for units that may). `seen` ends cycles.
+    pub(super) fn not_coming(
+        &self,
+        dep: &str,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Option<String> {
+        if !seen.insert(dep.to_string()) {
+            return None;
+        }
+        let Some(unit) = self.units.get(dep) else {
+            return Some(match self.invalid.get(dep).and_then(|e| e.first()) {
+                Some(error) => format!("{dep}: its file is invalid ({error})"),
+                None => format!("{dep}, which is not loaded"),
+            });
+        };
+        match unit.state {
+            State::Failed => Some(format!("{dep}, which failed: {}", unit.reason)),
+            State::Stopped if !unit.wanted => Some(format!("{dep}, which was stopped by request")),
+            State::Exited if !unit.satisfies_dependents() => Some(format!(
+                "{dep}, which exited unsuccessfully: {}",
+                unit.reason
+            )),
+            State::Blocked => unit
+                .waiting_for
+                .iter()
+                .find_map(|next| self.not_coming(next, seen))
+                .map(|chain| format!("{dep}, which waits for {chain}")),
+            _ => None,
         }
     }
 
@@ -279,6 +319,7 @@ impl Actor {
             output_closed,
             main_exited: false,
             streams,
+            daemon: Daemon::Started,
         });
         unit.last_exit = None;
         unit.adopted = false;
@@ -404,7 +445,13 @@ impl Actor {
 
     /// The main process ended. An adopted one's status is unknown
     /// (`None`): it counts as a clean exit.
-    pub(super) fn main_exited(&mut self, name: &str, instance: u64, status: Option<ExitStatus>) {
+    pub(super) fn main_exited(
+        &mut self,
+        name: &str,
+        instance: u64,
+        status: Option<ExitStatus>,
+        remaining: usize,
+    ) {
         let Some(unit) = self.units.get_mut(name) else {
             return;
         };
@@ -412,6 +459,7 @@ impl Actor {
             return;
         };
         current.main_exited = true;
+        let following = current.daemon == Daemon::Followed;
         unit.last_exit = status;
         if let Some((stop_op, report)) = unit.stop_awaiting_exit.take() {
             self.stop_done(name, stop_op, report);
@@ -420,20 +468,74 @@ impl Actor {
         if !matches!(unit.state, State::Starting | State::Running) {
             return;
         }
+        let Some(current) = unit.instance.as_mut() else {
+            return;
+        };
         let success = status.is_none_or(ExitStatus::success);
+        // A program that daemonized: its main process exited 0 and left
+        // processes behind. The unit runs on (a service does not flap), and
+        // ends when they do; with `pid_file`, the daemon becomes its main
+        // process.
+        let forking = unit.config.pid_file.is_some() && current.daemon == Daemon::Started;
+        if success && !unit.config.oneshot && (forking || remaining > 0 && !following) {
+            if let Some(path) = unit.config.pid_file.clone().filter(|_| forking) {
+                current.daemon = Daemon::Reading;
+                let members = current.members.clone();
+                let state = unit.state;
+                let bound = unit.config.test_timeout.min(Duration::from_secs(10));
+                tokio::spawn(follow_pid_file(
+                    path.clone(),
+                    members,
+                    bound,
+                    self.tx.clone(),
+                    name.to_string(),
+                    instance,
+                ));
+                self.set_state(
+                    name,
+                    state,
+                    format!("main process exited 0; reading {}", path.display()),
+                );
+                return;
+            }
+            let state = unit.state;
+            self.set_state(
+                name,
+                state,
+                format!(
+                    "main process exited 0, {} remain{} (did it daemonize? run it in the foreground, or set pid_file)",
+                    match remaining {
+                        1 => "1 process".to_string(),
+                        n => format!("{n} processes"),
+                    },
+                    if remaining == 1 { "s" } else { "" }
+                ),
+            );
+            return;
+        }
+        let why = match status {
+            Some(status) => format!("main process ended: {status}"),
+            None if following => "its main process (from its pid file) ended".to_string(),
+            None => {
+                "main process ended (exit status unknown: it was adopted from a previous server)"
+                    .to_string()
+            }
+        };
+        self.ended(name, success, why);
+    }
+
+    /// A unit whose main process has ended (or, after it daemonized, whose
+    /// last process has): exited or failed, or restarted by its policy.
+    fn ended(&mut self, name: &str, success: bool, why: String) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
         let restart = unit.wanted
             && match unit.config.restart.mode {
                 RestartMode::Always => true,
                 RestartMode::OnFailure => !success,
                 RestartMode::Never => false,
             };
-        let why = match status {
-            Some(status) => format!("main process ended: {status}"),
-            None => {
-                "main process ended (exit status unknown: it was adopted from a previous server)"
-                    .to_string()
-            }
-        };
         if !restart {
             let state = if success {
                 State::Exited
@@ -446,11 +548,73 @@ impl Actor {
         self.back_off(name, why);
     }
 
+    /// The main process read from a unit's `pid_file` (or why not).
+    pub(super) fn followed(
+        &mut self,
+        name: &str,
+        instance: u64,
+        main: Result<zinit_process::ProcessId, String>,
+    ) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        let Some(current) = unit
+            .instance
+            .as_mut()
+            .filter(|i| i.id == instance && i.alive)
+        else {
+            return;
+        };
+        if !matches!(unit.state, State::Starting | State::Running) {
+            return;
+        }
+        let state = unit.state;
+        match main {
+            Ok(main) => {
+                current.pid = main.pid;
+                current.daemon = Daemon::Followed;
+                current.main_exited = false;
+                current.members = current.members.with_root(main);
+                tokio::spawn(watch_followed(
+                    main,
+                    current.members.clone(),
+                    self.tx.clone(),
+                    name.to_string(),
+                    instance,
+                ));
+                let path = unit
+                    .config
+                    .pid_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                self.set_state(
+                    name,
+                    state,
+                    format!("running (pid {} from {path})", main.pid),
+                );
+            }
+            Err(why) => {
+                self.begin_stop(name, Then::Failure(why.clone()), &why);
+            }
+        }
+    }
+
     pub(super) fn empty(&mut self, name: &str, instance: u64) {
         let Some(unit) = self.units.get_mut(name) else {
             return;
         };
         let stopping = unit.state == State::Stopping;
+        // Without a cgroup a daemon that left the session is not seen as a
+        // member: while its pid file is read, or while the daemon read from
+        // it lives, the unit is not empty (its watcher says when it is).
+        let daemon_lives = unit.instance.as_ref().is_some_and(|i| {
+            i.id == instance
+                && (i.daemon == Daemon::Reading || i.daemon == Daemon::Followed && !i.main_exited)
+        });
+        if daemon_lives {
+            return;
+        }
         if let Some(current) = unit.instance.as_mut().filter(|i| i.id == instance) {
             current.alive = false;
             // A running stop still reads the cgroup; it removes it when done.
@@ -458,6 +622,22 @@ impl Actor {
                 let _ = cgroup.remove();
             }
         }
+        // A unit whose main process exited 0 and left processes (it
+        // daemonized) ends with them.
+        let daemon_ended = matches!(unit.state, State::Starting | State::Running)
+            && !unit.config.oneshot
+            && unit
+                .instance
+                .as_ref()
+                .is_some_and(|i| i.id == instance && i.main_exited && !i.alive);
+        if daemon_ended {
+            let why = "its last process ended (its main process had exited 0)".to_string();
+            self.ended(name, true, why);
+            return;
+        }
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
         // A restart that was due waited for exactly this.
         if unit.awaiting_empty && unit.state == State::BackOff && unit.wanted && !unit.alive() {
             unit.awaiting_empty = false;

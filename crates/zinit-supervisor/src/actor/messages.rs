@@ -85,6 +85,16 @@ pub(crate) enum Msg {
         instance: u64,
         /// `None` for an adopted process: not our child, its status is unknown.
         status: Option<ExitStatus>,
+        /// The processes of the instance still alive right after (a
+        /// program that daemonized leaves its daemon).
+        remaining: usize,
+    },
+    /// The main process a unit with `pid_file` follows from now on, read
+    /// from that file once the first one exited (or why it could not be).
+    Followed {
+        unit: String,
+        instance: u64,
+        main: Result<zinit_process::ProcessId, String>,
     },
     Empty {
         unit: String,

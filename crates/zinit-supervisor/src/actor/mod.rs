@@ -140,7 +140,13 @@ impl Actor {
                 unit,
                 instance,
                 status,
-            } => self.main_exited(&unit, instance, status),
+                remaining,
+            } => self.main_exited(&unit, instance, status, remaining),
+            Msg::Followed {
+                unit,
+                instance,
+                main,
+            } => self.followed(&unit, instance, main),
             Msg::Empty { unit, instance } => self.empty(&unit, instance),
             Msg::Ready {
                 unit,

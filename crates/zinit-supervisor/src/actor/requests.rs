@@ -238,13 +238,19 @@ impl Actor {
             .filter(|name| match self.units.get(*name) {
                 None => true,
                 Some(unit) => match unit.state {
-                    State::Running => !unit.config.oneshot,
+                    // A forking program's start ends once its pid file is read.
+                    State::Running => {
+                        !unit.config.oneshot
+                            && unit
+                                .instance
+                                .as_ref()
+                                .is_none_or(|i| i.daemon != crate::unit::Daemon::Reading)
+                    }
                     State::Exited | State::Failed => true,
                     State::Stopped => !unit.wanted,
                     State::Blocked => unit.waiting_for.iter().any(|dep| {
-                        self.units
-                            .get(dep)
-                            .is_none_or(|d| !d.wanted || d.state == State::Failed)
+                        let mut seen = std::collections::HashSet::from([name.to_string()]);
+                        self.not_coming(dep, &mut seen).is_some()
                     }),
                     _ => false,
                 },

@@ -11,7 +11,7 @@ use crate::takeover::{
     Disposition, Record, RecordedJob, RecordedProcess, RecordedShutdown, RecordedUnit, TakeoverPlan,
 };
 use crate::tasks::watch_adopted;
-use crate::unit::{Instance, Then, Unit, UnitKind};
+use crate::unit::{Daemon, Instance, Then, Unit, UnitKind};
 use std::time::Instant;
 use zinit_process::stop::StopMode;
 
@@ -76,6 +76,7 @@ impl Actor {
                 output_closed,
                 main_exited: false,
                 streams,
+                daemon: Daemon::Started,
             });
             self.invalid.remove(&name);
             self.units.insert(name.clone(), unit);

@@ -1,5 +1,6 @@
 //! The fields of what a unit runs: `exec`, the readiness `test` with its
-//! interval and timeout, `oneshot` and the `after` dependencies.
+//! interval and timeout, `oneshot`, the `after` dependencies and the
+//! `pid_file` of a program that can only daemonize.
 
 use super::Fields;
 use super::checker::{Checker, MAX_DURATION};
@@ -17,6 +18,7 @@ pub(super) struct Commands {
     pub test_timeout: Duration,
     pub oneshot: bool,
     pub after: Vec<String>,
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>, name: &str) -> Commands {
@@ -58,6 +60,24 @@ pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>, name: &str) -> Comman
             }
         }
     }
+    let pid_file = get("pid_file")
+        .and_then(|v| c.string("pid_file", v).map(|p| (v, p)))
+        .and_then(|(v, p)| {
+            let path = std::path::PathBuf::from(&p);
+            if !path.is_absolute() {
+                c.error("pid_file", Some(v), "must be an absolute path");
+                None
+            } else if oneshot {
+                c.error(
+                    "pid_file",
+                    Some(v),
+                    "a oneshot has no daemon to follow (remove oneshot or pid_file)",
+                );
+                None
+            } else {
+                Some(path)
+            }
+        });
     Commands {
         exec,
         test,
@@ -65,5 +85,6 @@ pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>, name: &str) -> Comman
         test_timeout,
         oneshot,
         after,
+        pid_file,
     }
 }

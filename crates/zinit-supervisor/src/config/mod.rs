@@ -83,6 +83,7 @@ const FIELDS: &[&str] = &[
     "user",
     "group",
     "limits",
+    "pid_file",
 ];
 
 /// How deeply `text` nests, counting flow brackets and block indentation
@@ -217,6 +218,7 @@ pub fn parse_service(
         test_timeout: commands.test_timeout,
         oneshot: commands.oneshot,
         after: commands.after,
+        pid_file: commands.pid_file,
         stop_signal: stopping.signal,
         stop_timeout: stopping.timeout,
         stop_command: stopping.command,

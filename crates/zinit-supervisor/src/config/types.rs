@@ -163,6 +163,7 @@ impl ServiceConfig {
             field("dir", true, &a.dir, &b.dir),
             field("user", true, &a.run_as, &b.run_as),
             field("limits", true, &a.limits, &b.limits),
+            field("pid_file", true, &a.pid_file, &b.pid_file),
             // Its output is read through the pipes of its run: a new log
             // setting takes effect with the next run.
             field("log", true, &a.log, &b.log),
@@ -205,6 +206,7 @@ impl ServiceConfig {
             test_timeout: Duration::from_secs(60),
             oneshot: true,
             after: Vec::new(),
+            pid_file: None,
             stop_signal,
             stop_timeout,
             stop_command: None,
@@ -259,6 +261,10 @@ pub struct ServiceConfig {
     pub oneshot: bool,
     /// Units this one starts after (and stops before).
     pub after: Vec<String>,
+    /// For a program that can only daemonize: where it writes its pid. Once
+    /// the started process exits 0, the pid read from here is the unit's
+    /// main process.
+    pub pid_file: Option<PathBuf>,
     /// The stop signal.
     pub stop_signal: Signal,
     /// The stop timeout (at most 30 s).
@@ -302,6 +308,7 @@ impl ServiceConfig {
             test_timeout: DEFAULT_TEST_TIMEOUT,
             oneshot: true,
             after: Vec::new(),
+            pid_file: None,
             stop_signal: Signal::SIGTERM,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             stop_command: None,
