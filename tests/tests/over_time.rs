@@ -570,3 +570,176 @@ async fn daemons(cgroups: bool) {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(wait_gone(&daemons, tag.as_str(), Duration::from_secs(5)).is_empty());
 }
+
+/// A service writing 10,000 lines a second (python3, in batches every
+/// 10 ms) through a SIGKILL of the server and a crash window of a second:
+/// what it wrote while no server ran reaches the new server's log file, no
+/// line twice. The one loss allowed is what the dying server had already
+/// read from the pipe and not yet stored: at most one read (16 KiB), right
+/// where it died. The numbers are printed (`-- --nocapture`).
+#[tokio::test]
+async fn ten_thousand_lines_a_second_through_a_crash_lose_none() {
+    let tag = Tag::new("ot-flood");
+    let conf = conf_dir(&tag);
+    let python = tag.program("python3");
+    let script = tag.dir().join("flood.py");
+    std::fs::write(
+        &script,
+        "import sys, time\n\
+         n = 0\n\
+         start = time.monotonic()\n\
+         while True:\n    \
+             due = int((time.monotonic() - start) * 10000)\n    \
+             lines = []\n    \
+             while n < due:\n        \
+                 n += 1\n        \
+                 lines.append('line %d\\n' % n)\n    \
+             sys.stdout.write(''.join(lines))\n    \
+             sys.stdout.flush()\n    \
+             time.sleep(0.01)\n",
+    )
+    .expect("script");
+    let log = tag.dir().join("flood.log");
+    unit(
+        &conf,
+        "flood",
+        &format!(
+            "exec: {} {}\nlog: {{mode: ring, file: {}, max_size: 1073741824}}\n",
+            python.display(),
+            script.display(),
+            log.display()
+        ),
+    );
+    let numbers_in_file = || -> Vec<u64> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.rsplit_once("line ")
+                    .and_then(|(_, n)| n.trim().parse().ok())
+            })
+            .collect()
+    };
+    let old = Server::start(&tag, &conf, &[]).await;
+    old.wait_running(&["flood"]);
+    let pid = old.pid_of("flood");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut old = old;
+    old.child.signal(Signal::SIGKILL).expect("kill the server");
+    let _ = old.child.wait().await;
+    let before = numbers_in_file().last().copied().unwrap_or(0);
+    drop(old);
+    std::thread::sleep(Duration::from_secs(1));
+    let new = Server::start(&tag, &conf, &[]).await;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(new.pid_of("flood"), pid, "the writer was started again");
+    let out = new.zinit(&["shutdown"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let found = numbers_in_file();
+    let last = found.last().copied().unwrap_or(0);
+    let mut sorted = found.clone();
+    sorted.dedup();
+    let missing = last as usize - sorted.len();
+    let first_after = found.iter().copied().find(|&n| n > before).unwrap_or(0);
+    eprintln!(
+        "flood: {last} lines written in all; the old server had logged up to {before}; \
+         the new one logged from {first_after}; {} line(s) missing, {} duplicated",
+        missing,
+        found.len() - sorted.len()
+    );
+    assert_eq!(found.first(), Some(&1));
+    assert_eq!(found.len(), sorted.len(), "lines logged twice");
+    let gaps: Vec<(u64, u64)> = found
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty()
+            || gaps == [(before, first_after)] && missing * "line 99999".len() <= 16 * 1024,
+        "lines lost beyond the dying server's last read: {gaps:?}"
+    );
+    assert!(
+        last > before + 10_000,
+        "the crash window wrote too little: {before} -> {last}"
+    );
+}
+
+/// While no server runs, a service's output waits in its pipe up to the
+/// documented bound (1 MiB per stream); past it the writer blocks — it is
+/// not killed — and it goes on once the next server reads again.
+#[tokio::test]
+async fn past_a_mebibyte_without_a_server_the_writer_blocks_and_is_not_killed() {
+    let tag = Tag::new("ot-bound");
+    let conf = conf_dir(&tag);
+    let python = tag.program("python3");
+    let script = tag.dir().join("bulk.py");
+    let progress = tag.dir().join("progress");
+    std::fs::write(
+        &script,
+        format!(
+            "import sys, time\n\
+             line = 'x' * 1023 + '\\n'\n\
+             written = 0\n\
+             while True:\n    \
+                 sys.stdout.write(line * 16)\n    \
+                 sys.stdout.flush()\n    \
+                 written += 16 * 1024\n    \
+                 open('{}', 'w').write(str(written))\n    \
+                 time.sleep(0.005)\n",
+            progress.display()
+        ),
+    )
+    .expect("script");
+    unit(
+        &conf,
+        "bulk",
+        &format!("exec: {} {}\n", python.display(), script.display()),
+    );
+    let written = || -> u64 {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut old = Server::start(&tag, &conf, &[]).await;
+    old.wait_running(&["bulk"]);
+    let pid = old.pid_of("bulk");
+    old.child.signal(Signal::SIGKILL).expect("kill the server");
+    let _ = old.child.wait().await;
+    drop(old);
+    let at_kill = written();
+    // Blocked: no progress for half a second.
+    let end = Instant::now() + Duration::from_secs(20);
+    let blocked_at = loop {
+        let before = written();
+        std::thread::sleep(Duration::from_millis(500));
+        let after = written();
+        if after == before {
+            break after;
+        }
+        assert!(
+            Instant::now() < end,
+            "the writer never blocked: {after} bytes"
+        );
+    };
+    let kept = blocked_at.saturating_sub(at_kill);
+    eprintln!("bound: {kept} bytes written while no server ran, then blocked");
+    assert!(
+        (512 * 1024..=(1024 + 160) * 1024).contains(&kept),
+        "the pipe kept {kept} bytes, not about 1 MiB"
+    );
+    assert!(
+        zinit_tests::carries_tag(pid, tag.as_str()),
+        "the blocked writer was killed"
+    );
+
+    let new = Server::start(&tag, &conf, &[]).await;
+    let end = Instant::now() + Duration::from_secs(10);
+    while written() <= blocked_at + 64 * 1024 {
+        assert!(Instant::now() < end, "the writer did not go on");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(new.pid_of("bulk"), pid);
+    assert_eq!(new.zinit(&["shutdown"]).code, 0);
+}

@@ -288,12 +288,13 @@ async fn oneshots_gate_their_dependents_on_a_successful_exit() {
             Some(zinit_process::spawn::ExitStatus::Exited(3))
         );
         let worker = until(&sup, "worker", Duration::from_secs(5), |s| {
-            s.reason.contains("broken-init (failed)")
+            s.reason
+                .contains("waiting for broken-init, which failed: main process ended: exit code 3")
         })
         .await;
         assert_eq!(worker.state, State::Blocked);
         assert!(
-            worker.reason.contains("broken-init (failed)"),
+            worker.reason.contains("broken-init, which failed"),
             "{}",
             worker.reason
         );
@@ -1261,7 +1262,13 @@ async fn a_job_whose_dependency_is_not_coming_fails_instead_of_waiting() {
         .await
         .expect("job");
     let status = until_state(&sup, &job, State::Failed).await;
-    assert_eq!(status.reason, "cannot run: waiting for dead (failed)");
+    assert!(
+        status
+            .reason
+            .starts_with("cannot run: waiting for dead, which failed: cannot start: executing "),
+        "{}",
+        status.reason
+    );
     stop_all(&sup).await;
 }
 

@@ -122,7 +122,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "exec: /bin/a\nexce: typo\n",
-        "/etc/zinit/web.yaml:2: field `exce`: unknown field; expected one of: exec, test, test_interval, test_timeout, oneshot, after, signal, stop_signal, shutdown_timeout, stop_timeout_ms, stop, stop_mode, log, env, dir, ports, process_filters, restart, user, group, limits",
+        "/etc/zinit/web.yaml:2: field `exce`: unknown field; expected one of: exec, test, test_interval, test_timeout, oneshot, after, signal, stop_signal, shutdown_timeout, stop_timeout_ms, stop, stop_mode, log, env, dir, ports, process_filters, restart, user, group, limits, pid_file",
     ),
     (
         "oneshot: true\n",

@@ -338,6 +338,14 @@ impl Actor {
                     instance_id,
                 ));
             }
+            None if config.pid_file.is_some() => {
+                // A forking program runs once its daemon is followed.
+                self.set_state(
+                    name,
+                    State::Starting,
+                    format!("started (pid {pid}); waiting for it to daemonize"),
+                );
+            }
             None => {
                 self.set_state(name, State::Starting, format!("started (pid {pid})"));
                 self.set_state(name, State::Running, format!("started (pid {pid})"));
@@ -588,6 +596,12 @@ impl Actor {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
+                // Ready now, unless a readiness test still has to pass.
+                let state = if state == State::Starting && unit.config.test.is_none() {
+                    State::Running
+                } else {
+                    state
+                };
                 self.set_state(
                     name,
                     state,

@@ -241,10 +241,11 @@ impl Actor {
                     // A forking program's start ends once its pid file is read.
                     State::Running => {
                         !unit.config.oneshot
-                            && unit
-                                .instance
-                                .as_ref()
-                                .is_none_or(|i| i.daemon != crate::unit::Daemon::Reading)
+                            && (unit.config.pid_file.is_none()
+                                || unit
+                                    .instance
+                                    .as_ref()
+                                    .is_none_or(|i| i.daemon == crate::unit::Daemon::Followed))
                     }
                     State::Exited | State::Failed => true,
                     State::Stopped => !unit.wanted,
