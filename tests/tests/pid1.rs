@@ -149,6 +149,8 @@ struct Ns {
     pid1: i32,
     /// Environment for zinit_pid1 (and so for the server).
     env: Vec<(&'static str, &'static str)>,
+    /// zinit_pid1's working directory (a container's WORKDIR).
+    dir: Option<PathBuf>,
 }
 
 impl Ns {
@@ -172,6 +174,7 @@ impl Ns {
             unshare: None,
             pid1: 0,
             env: Vec::new(),
+            dir: None,
         }
     }
 
@@ -225,6 +228,7 @@ impl Ns {
             .args(["--log-level", "info"])
             .args(args)
             .envs(self.env.iter().copied())
+            .current_dir(self.dir.as_deref().unwrap_or(Path::new("/")))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -569,6 +573,129 @@ fn sigterm_shuts_everything_down_and_exits_0() {
     println!(
         "SIGTERM: 4 units stopped gracefully, zinit_pid1 exited 0 after {:.2}s",
         seconds(took)
+    );
+}
+
+/// A container's configuration is its environment (`docker run -e`,
+/// Kubernetes env and Secrets) and its WORKDIR: as PID 1 of a namespace,
+/// zinit_pid1 hands both to every service, under the file's own `env`; with
+/// `--no-container-env` they stay out. Seen by a real `sh`.
+#[test]
+fn the_containers_environment_and_workdir_reach_the_services() {
+    let _serial = one_at_a_time();
+    for hand_on in [true, false] {
+        let mut ns = Ns::new(if hand_on { "p1-env" } else { "p1-noenv" });
+        let workdir = ns.tag.dir().join("workdir");
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        ns.env = vec![
+            ("DATABASE_URL", "postgres://db/app"),
+            ("FOO", "from-the-container"),
+        ];
+        ns.dir = Some(workdir.clone());
+        let seen = ns.tag.dir().join("seen");
+        let unit = ns.unit("env");
+        std::fs::write(
+            ns.conf.join(format!("{unit}.yaml")),
+            format!(
+                "exec: \"{} -c 'echo $DATABASE_URL,$FOO,$BAR,$(pwd) > {}; exec {} 1000'\"\n\
+                 env: {{BAR: from-the-file}}\n",
+                ns.tag.program("sh").display(),
+                seen.display(),
+                ns.tag.program("sleep").display()
+            ),
+        )
+        .expect("service");
+        ns.start(if hand_on {
+            &[]
+        } else {
+            &["--no-container-env"]
+        });
+        ns.wait_running(&[&unit]);
+        assert!(
+            until(Duration::from_secs(10), || seen.exists()),
+            "the service wrote nothing"
+        );
+        let text = std::fs::read_to_string(&seen).expect("seen");
+        let expected = if hand_on {
+            format!(
+                "postgres://db/app,from-the-container,from-the-file,{}",
+                workdir.display()
+            )
+        } else {
+            ",,from-the-file,/".to_string()
+        };
+        assert_eq!(text.trim(), expected);
+        ns.signal_pid1(Signal::SIGTERM);
+        let status = ns.wait_end(Duration::from_secs(35));
+        ns.assert_ended(status, 0);
+    }
+}
+
+/// A server that can never start ends the container instead of keeping it
+/// "Up" doing nothing: a misspelt `--log-level` is refused by zinit_pid1
+/// itself before anything starts (2); a flag the server refuses is a usage
+/// error (2); a server that cannot start (another server answers on its
+/// socket) is a start-up error (1), with the server's error in the log; a
+/// server that keeps dying is given up after 5 deaths within 60 s (8).
+#[test]
+fn a_server_that_cannot_start_ends_the_container_with_its_error() {
+    let _serial = one_at_a_time();
+    // zinit_pid1's own check, before anything starts.
+    let tag = Tag::new("p1-badlevel");
+    let refused = zinit_tests::output_within(
+        Command::new(zinit_tests::workspace_bin("zinit_pid1"))
+            .arg("--config")
+            .arg(tag.dir())
+            .args(["--log-level", "bogus"]),
+        Duration::from_secs(10),
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("unknown log level \"bogus\""), "{said}");
+
+    // The server's usage error.
+    let mut ns = Ns::new("p1-badflag");
+    ns.spawn(&["--", "--no-such-flag"]);
+    let status = ns.wait_end(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{}", ns.pid1_log());
+    let log = ns.pid1_log();
+    assert!(
+        log.contains("--no-such-flag") && log.contains("could not start"),
+        "{log}"
+    );
+
+    // Another server answers on the socket: exit 1, the server's words.
+    let mut ns = Ns::new("p1-taken");
+    let other = tokio::runtime::Runtime::new().expect("runtime");
+    let other = other.block_on(zinit_tests::Server::start(&ns.tag, &ns.conf, &[]));
+    ns.spawn(&[]);
+    let status = ns.wait_end(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", ns.pid1_log());
+    let log = ns.pid1_log();
+    assert!(
+        log.contains("another zinit_server is already listening"),
+        "{log}"
+    );
+    assert!(log.contains("could not start"), "{log}");
+    drop(other);
+
+    // A server that dies again and again (here: a wrapper that exits 3).
+    let mut ns = Ns::new("p1-crashloop");
+    let wrapper = ns.tag.dir().join("dying-server");
+    std::fs::write(&wrapper, "#!/bin/sh\nexit 3\n").expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let wrapper = wrapper.display().to_string();
+    ns.spawn(&["--server", &wrapper]);
+    let status = ns.wait_end(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(8), "{}", ns.pid1_log());
+    assert!(
+        ns.pid1_log().contains("5 times within 1m; giving up"),
+        "{}",
+        ns.pid1_log()
     );
 }
 
@@ -1371,6 +1498,13 @@ fn not_pid1_it_is_a_child_subreaper() {
     ];
     let sibling = by_arg("1003").expect("sibling");
     let adopted = orphans.iter().all(|&o| ppid_of(o) == Some(pid1));
+    // A terminal's stop signals do not stop a subreaper (a stopped one
+    // would reap nothing and forward nothing).
+    for signal in [Signal::SIGTTOU, Signal::SIGTTIN, Signal::SIGTSTP] {
+        send(pid1, signal);
+    }
+    let ignored = until(Duration::from_secs(5), || log().contains("SIGTSTP ignored"));
+    let not_stopped = state_of(pid1).is_some_and(|s| s != 'T' && s != 't');
     // One orphan dies: zinit_pid1 reaps it.
     send(orphans[0], Signal::SIGKILL);
     let reaped = until(Duration::from_secs(2), || state_of(orphans[0]).is_none());
@@ -1389,6 +1523,10 @@ fn not_pid1_it_is_a_child_subreaper() {
         "{text}"
     );
     assert!(adopted, "the orphans were adopted by zinit_pid1: {text}");
+    assert!(
+        ignored && not_stopped,
+        "SIGTTOU, SIGTTIN and SIGTSTP stopped zinit_pid1: {text}"
+    );
     assert!(reaped, "the killed orphan was reaped");
     assert!(ended, "zinit_pid1 ended: {text}");
     assert_eq!(

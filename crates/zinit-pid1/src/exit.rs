@@ -26,6 +26,9 @@ pub const SWEPT: i32 = 6;
 /// code, or was not running (waiting for its restart) when the shutdown
 /// was asked for.
 pub const SERVER_FAILED: i32 = 7;
+/// The server kept dying: [`crate::supervise::CRASH_LOOP`] times within
+/// [`crate::supervise::CRASH_WINDOW`]; zinit_pid1 gave up.
+pub const CRASH_LOOP: i32 = 8;
 
 /// The exit code for a shutdown.
 pub fn code(server: &ServerEnd, sweep: &Report) -> i32 {
@@ -35,6 +38,10 @@ pub fn code(server: &ServerEnd, sweep: &Report) -> i32 {
         ServerEnd::Exited(4) => return DEADLINE,
         ServerEnd::Exited(_) | ServerEnd::Failed(_) => return SERVER_FAILED,
         ServerEnd::Killed => return SERVER_KILLED,
+        // Its usage error is zinit_pid1's; any other start-up error too.
+        ServerEnd::NeverStarted(2) => return USAGE,
+        ServerEnd::NeverStarted(_) => return STARTUP,
+        ServerEnd::CrashLoop => return CRASH_LOOP,
     }
     if sweep.found.is_empty() && sweep.left.is_empty() {
         CLEAN

@@ -1,6 +1,7 @@
 //! zinit_pid1's log: one line per event on stderr, `zinit_pid1: ...`,
 //! filtered by the level of `--log-level` (the first word of a tracing
-//! filter such as `info,zinit=debug` counts; anything else means `info`).
+//! filter such as `info,zinit=debug` counts). `--log-level` is checked as
+//! zinit_server checks it, before anything starts.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -18,6 +19,28 @@ pub enum Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// The levels `--log-level` takes (zinit_server's).
+const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// `--log-level` as zinit_server takes it: a level, or a tracing filter
+/// whose every directive without a target (`=`) is a level. Checked here so
+/// that a misspelt level ends zinit_pid1 at once instead of a server that
+/// can never start.
+pub fn check_level(text: &str) -> Result<String, String> {
+    let unknown = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+        .find(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()));
+    match unknown {
+        Some(word) => Err(format!(
+            "unknown log level {word:?}: expected one of {} (or a filter such as info,zinit_supervisor=debug)",
+            LEVELS.join(", ")
+        )),
+        None => Ok(text.to_string()),
+    }
+}
 
 impl Level {
     /// The level named by `--log-level`.

@@ -33,10 +33,12 @@ const MAX_BOUND: Duration = Duration::from_secs(30);
 #[command(
     version,
     about = "zinit's PID 1 for containers and machines: reaps zombies, runs zinit_server, shuts down gracefully",
-    after_help = "Exit codes (container, or not PID 1): 0 clean; 1 start-up error; 2 usage; \
+    after_help = "Exit codes (container, or not PID 1): 0 clean; 1 start-up error (its own, or \
+zinit_server's: it exited 1 before it served); 2 usage (its own, or zinit_server's); \
 3 the server's shutdown left processes; 4 the server's deadline cut in; \
 5 the server outlived the bound and was killed; 6 the final sweep found processes; \
-7 the server died during the shutdown or was not running."
+7 the server died during the shutdown or was not running; \
+8 the server died 5 times within 60 s (zinit_pid1 gave up)."
 )]
 struct Args {
     /// The directory of service files (passed to zinit_server).
@@ -48,7 +50,7 @@ struct Args {
     socket: Option<PathBuf>,
     /// error, warn, info, debug or trace (passed to zinit_server, which also
     /// takes a tracing filter).
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info", value_parser = log::check_level)]
     log_level: String,
     /// The shutdown's bound, such as 10s (a bare number is seconds): at most
     /// 30 s, the default. The server's deadline for a shutdown started by a
@@ -64,6 +66,12 @@ struct Args {
     /// reboot(2) ends only the namespace: for tests. Refused when not PID 1.
     #[arg(long)]
     machine: bool,
+    /// As a container's PID 1, zinit_pid1 hands its environment (`docker run
+    /// -e`, Kubernetes env and Secrets) and its working directory (WORKDIR)
+    /// to every service, under each file's `env` and `dir`. This turns that
+    /// off: services then get zinit's built environment and `/`.
+    #[arg(long)]
+    no_container_env: bool,
     /// More arguments for zinit_server, after `--` (such as --tcp ADDR
     /// --token-file FILE, or --pid-file PATH).
     #[arg(last = true, value_name = "SERVER ARGS")]
@@ -137,6 +145,13 @@ fn run(args: Args) -> Result<i32> {
     }
     passed.push("--log-level".into());
     passed.push(args.log_level.clone().into());
+    if mode == Mode::Container && !args.no_container_env {
+        passed.push("--inherit-env".into());
+        if let Ok(dir) = std::env::current_dir() {
+            passed.push("--default-dir".into());
+            passed.push(dir.into());
+        }
+    }
     passed.extend(args.server_args.iter().cloned());
     let spec = server::ServerSpec::new(program, passed, args.timeout, &state);
     info!(
@@ -197,5 +212,11 @@ fn describe(end: &supervise::ServerEnd) -> String {
         supervise::ServerEnd::Exited(code) => format!("exited {code}"),
         supervise::ServerEnd::Killed => "killed (it outlived the bound)".into(),
         supervise::ServerEnd::Failed(why) => format!("failed: {why}"),
+        supervise::ServerEnd::NeverStarted(code) => format!("could not start (exit {code})"),
+        supervise::ServerEnd::CrashLoop => format!(
+            "died {} times within {}",
+            supervise::CRASH_LOOP,
+            humantime::format_duration(supervise::CRASH_WINDOW)
+        ),
     }
 }

@@ -1,8 +1,10 @@
 //! The supervisor zinit_pid1 runs: `zinit_server` as a child, started with
 //! zinit's clean start (its own session, an empty signal mask, default
 //! dispositions, no inherited descriptors beyond 0–2) and the flags passed
-//! through, plus `--shutdown-timeout` (the bound) and `--after-shutdown-file`
-//! (where it says `reboot` or `poweroff` when its shutdown has ended).
+//! through, plus `--shutdown-timeout` (the bound), `--after-shutdown-file`
+//! (where it says `reboot` or `poweroff` when its shutdown has ended) and
+//! `--ready-file` (written once it serves: a server that exits before is a
+//! start-up failure).
 
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
@@ -29,6 +31,8 @@ pub struct ServerSpec {
     pub args: Vec<OsString>,
     /// The after-shutdown file.
     pub after_file: PathBuf,
+    /// The file the server writes once it serves (`--ready-file`).
+    pub ready_file: PathBuf,
 }
 
 impl ServerSpec {
@@ -46,17 +50,28 @@ impl ServerSpec {
         args.push(format!("{}ms", timeout.as_millis()).into());
         args.push("--after-shutdown-file".into());
         args.push(after_file.clone().into());
+        let ready_file = state.path().join("ready");
+        args.push("--ready-file".into());
+        args.push(ready_file.clone().into());
         Self {
             program,
             args,
             after_file,
+            ready_file,
         }
     }
 
-    /// Starts the server (removing a stale after-shutdown file first).
+    /// Starts the server (removing a stale after-shutdown file and ready
+    /// file first).
     pub fn spawn(&self) -> std::io::Result<Child> {
         let _ = std::fs::remove_file(&self.after_file);
+        let _ = std::fs::remove_file(&self.ready_file);
         Command::new(&self.program).args(&self.args).spawn()
+    }
+
+    /// Whether the server that ran last got as far as serving.
+    pub fn was_ready(&self) -> bool {
+        self.ready_file.exists()
     }
 
     /// What the server's shutdown asked for, once it has exited; `None`

@@ -14,8 +14,10 @@ use std::time::Duration;
 /// The signals taken: SIGCHLD (reap), SIGTERM, SIGINT, SIGPWR (shut down;
 /// SIGINT is also ctrl-alt-del on a machine), SIGHUP (forwarded: reload),
 /// and SIGQUIT, SIGUSR1, SIGUSR2 (ignored, so that they cannot end PID 1's
-/// namespace or a subreaper by their default action).
-pub const TAKEN: [Signal; 8] = [
+/// namespace or a subreaper by their default action), and SIGTSTP, SIGTTIN,
+/// SIGTTOU (ignored, so that a terminal cannot stop a subreaper: a stopped
+/// zinit_pid1 would reap nothing and forward nothing).
+pub const TAKEN: [Signal; 11] = [
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -24,6 +26,9 @@ pub const TAKEN: [Signal; 8] = [
     Signal::SIGQUIT,
     Signal::SIGUSR1,
     Signal::SIGUSR2,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
 ];
 
 /// The signalfd for [`TAKEN`].

@@ -34,7 +34,18 @@ pub enum ServerEnd {
     /// It died during the shutdown, or was not running when the shutdown
     /// was asked for.
     Failed(String),
+    /// The first server exited before it served (with this code: 2 a usage
+    /// error, 1 a start-up or configuration error), or any server with a
+    /// usage error: starting it again would fail the same way.
+    NeverStarted(i32),
+    /// It died [`CRASH_LOOP`] times within [`CRASH_WINDOW`].
+    CrashLoop,
 }
+
+/// A server that dies this many times within [`CRASH_WINDOW`] is given up.
+pub const CRASH_LOOP: usize = 5;
+/// See [`CRASH_LOOP`].
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 /// The outcome of the loop.
 #[derive(Debug)]
@@ -78,6 +89,10 @@ struct Supervisor<'a> {
     interrupts: u32,
     reboot: bool,
     orphans: u64,
+    /// Whether a server has served since zinit_pid1 started.
+    served: bool,
+    /// When the server died unexpectedly, lately.
+    deaths: Vec<Instant>,
 }
 
 /// Runs the loop with the server `first` already started.
@@ -106,6 +121,8 @@ pub fn run(
         interrupts: 0,
         reboot: false,
         orphans: 0,
+        served: false,
+        deaths: Vec::new(),
     };
     sup.reap();
     loop {
@@ -345,6 +362,43 @@ impl Supervisor<'_> {
                 )));
             }
             (None, None) => {
+                let ready = self.spec.was_ready();
+                self.served |= ready;
+                let code = match status {
+                    ExitStatus::Exited(code) => Some(code),
+                    _ => None,
+                };
+                let now = Instant::now();
+                self.deaths
+                    .retain(|&at| now.duration_since(at) < CRASH_WINDOW);
+                self.deaths.push(now);
+                let give_up = match code {
+                    Some(code @ (1 | 2)) if !ready && (!self.served || code == 2) => {
+                        crate::error!(
+                            "zinit_server (pid {pid}) could not start ({status}; its error is above); giving up"
+                        );
+                        Some(ServerEnd::NeverStarted(code))
+                    }
+                    _ if self.deaths.len() >= CRASH_LOOP => {
+                        crate::error!(
+                            "zinit_server (pid {pid}) died unexpectedly ({status}), {} times within {}; giving up",
+                            self.deaths.len(),
+                            humantime::format_duration(CRASH_WINDOW)
+                        );
+                        Some(ServerEnd::CrashLoop)
+                    }
+                    _ => None,
+                };
+                if let Some(end) = give_up {
+                    self.end = Some(end);
+                    self.shutdown = Some(Shutdown {
+                        began: now,
+                        server_deadline: now,
+                        trigger: "zinit_server could not run".into(),
+                        by_signal: false,
+                    });
+                    return;
+                }
                 let delay = self.backoff.delay(ran);
                 crate::error!(
                     "zinit_server (pid {pid}) died unexpectedly ({status}) after {}; restarting it in {}",

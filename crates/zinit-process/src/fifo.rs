@@ -5,9 +5,8 @@
 //! writer's next `write` gets `SIGPIPE` (or `EPIPE`), and most programs
 //! die of it. A FIFO opened read-write by the writer is its own reader as
 //! far as the kernel is concerned, so writing never fails: while nobody
-//! reads, what is written stays in the pipe's buffer (raised to
-//! [`BUFFER`] where the system allows), and once that is full the writer
-//! blocks until a reader comes back. A new reader opens the FIFO by its path
+//! reads, what is written stays in the pipe's buffer ([`BUFFER`]), and once
+//! that is full the writer blocks until a reader comes back. A new reader opens the FIFO by its path
 //! and continues where the old one stopped.
 //!
 //! The reader sees end of file once every writing end is closed: the child
@@ -22,9 +21,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// What a stream keeps while nobody reads it (the pipe's capacity), where
-/// the system allows a pipe that large (`/proc/sys/fs/pipe-max-size`).
-pub const BUFFER: usize = 1024 * 1024;
+/// What a stream keeps while nobody reads it: the kernel's default pipe
+/// capacity. (A larger one, 1 MiB through `F_SETPIPE_SZ`, was tried: a
+/// service flooding its output then kept the server's capture so busy that
+/// a stalled log follower was not dropped in time; and an unprivileged
+/// user's larger pipes count against its pipe limit.)
+pub const BUFFER: usize = 64 * 1024;
 
 /// A new FIFO at `path` (mode 0600; `path` must not exist): its reading
 /// end (non-blocking) and the end to hand to a child (read-write, so the
@@ -33,9 +35,6 @@ pub fn create(path: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)?;
     let opened = open_reader(path).and_then(|reader| {
         let writer = open(path, true)?;
-        // Best effort: a smaller buffer only means the writer blocks sooner
-        // while no server reads.
-        let _ = fcntl(writer.as_fd(), FcntlArg::F_SETPIPE_SZ(BUFFER as i32));
         Ok((reader, writer))
     });
     if opened.is_err() {

@@ -56,6 +56,22 @@ struct Args {
     /// zinit_pid1 passes it and reads it.
     #[arg(long, value_name = "PATH")]
     after_shutdown_file: Option<PathBuf>,
+    /// Every unit starts with this server's own environment as its base
+    /// (then its user's HOME, USER, LOGNAME and SHELL, then the file's
+    /// `env`): a container's configuration (`docker run -e`, Kubernetes env
+    /// and Secrets). zinit_pid1 passes it as a container's PID 1.
+    #[arg(long)]
+    inherit_env: bool,
+    /// The working directory of units without `dir` (instead of the user's
+    /// home, or /): a container's WORKDIR. zinit_pid1 passes it as a
+    /// container's PID 1.
+    #[arg(long, value_name = "DIR")]
+    default_dir: Option<PathBuf>,
+    /// Write this file (the server's pid) once the server serves: its
+    /// listeners bound, the units taken over or started. zinit_pid1 passes
+    /// it, to tell a server that could not start from one that crashed.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
 }
 
 /// `--shutdown-timeout`: `10s`, `500ms` or a bare number of seconds; more
@@ -228,6 +244,10 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     options.cgroups = host.cgroups();
     options.record_file = Some(record_path(&socket));
     options.streams_dir = Some(streams_dir(&socket));
+    options.base = zinit_supervisor::command::Base {
+        inherit_env: args.inherit_env,
+        default_dir: args.default_dir.clone(),
+    };
     let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     log_takeover(sup.takeover());
     exit_if_headless(&sup, &socket, args.pid_file.clone());
@@ -271,6 +291,10 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
             humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
         );
         controller.start(left, false, None, reboot);
+    }
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
     }
     let finished = controller.finished();
     let stop = async move {

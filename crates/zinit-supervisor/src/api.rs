@@ -54,6 +54,8 @@ pub struct Options {
     /// running when the server dies and the next server reads on (`None`:
     /// plain pipes, which die with the server).
     pub streams_dir: Option<PathBuf>,
+    /// What every unit's environment and directory start from.
+    pub base: crate::command::Base,
 }
 
 impl Options {
@@ -67,6 +69,7 @@ impl Options {
             log_bytes: 1024 * 1024,
             record_file: None,
             streams_dir: None,
+            base: crate::command::Base::default(),
         }
     }
 }

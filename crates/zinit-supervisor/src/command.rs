@@ -3,13 +3,16 @@
 //! (its `exec`, its readiness `test`, its `stop` command), and running a
 //! helper command with a time bound.
 //!
-//! The environment is built, never inherited wholesale from the server:
+//! The environment is built, never inherited wholesale from the server
+//! (unless [`Base::inherit_env`], a container's PID 1: then the server's
+//! environment, less zinit's own `ZINIT_*` variables, is the base):
 //! `PATH` (the server's, or a standard one), the locale and time zone
 //! (`LANG`, `LANGUAGE`, `LC_*`, `TZ`) pass through; `HOME`, `USER`,
 //! `LOGNAME` and `SHELL` come from the password entry of the user the unit
 //! runs as; `ZINIT_UNIT` names the unit; the service file's `env` comes last
-//! and overrides any of them. The working directory is `dir`, else the
-//! user's home for a `user:` unit, else `/`.
+//! and overrides any of them. The working directory is `dir`, else
+//! [`Base::default_dir`] (a container's WORKDIR), else the user's home for a
+//! `user:` unit, else `/`.
 
 use crate::config::ServiceConfig;
 use std::ffi::OsString;
@@ -21,8 +24,32 @@ use zinit_process::spawn::{DEFAULT_PATH, ExitStatus, Output};
 use zinit_process::stop::{StopMode, StopSpec, stop};
 use zinit_process::{Command, Members};
 
+/// What every unit's environment and working directory start from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Base {
+    /// The server's whole environment is every unit's base.
+    pub inherit_env: bool,
+    /// The working directory of units without `dir`.
+    pub default_dir: Option<PathBuf>,
+}
+
+static BASE: OnceLock<Base> = OnceLock::new();
+
+/// Sets the base for this process (the first call wins: one supervisor a
+/// process).
+pub fn set_base(base: Base) {
+    let _ = BASE.set(base);
+}
+
+fn base() -> &'static Base {
+    BASE.get_or_init(Base::default)
+}
+
 /// Variables passed through from the server's environment as they are.
 fn passes_through(key: &str) -> bool {
+    if base().inherit_env {
+        return !key.starts_with("ZINIT_");
+    }
     matches!(key, "PATH" | "LANG" | "LANGUAGE" | "TZ") || key.starts_with("LC_")
 }
 
@@ -52,6 +79,7 @@ pub fn environment(config: &ServiceConfig) -> Vec<(OsString, OsString)> {
         None => server_user().clone(),
     };
     if let Some((name, home, shell)) = identity {
+        env.retain(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME" | "SHELL")));
         env.push(("HOME".into(), home.into()));
         env.push(("USER".into(), name.clone().into()));
         env.push(("LOGNAME".into(), name.into()));
@@ -67,7 +95,7 @@ pub fn environment(config: &ServiceConfig) -> Vec<(OsString, OsString)> {
 
 /// The working directory of `config`'s commands.
 pub fn working_dir(config: &ServiceConfig) -> PathBuf {
-    if let Some(dir) = &config.dir {
+    if let Some(dir) = config.dir.as_ref().or(base().default_dir.as_ref()) {
         return dir.clone();
     }
     match &config.run_as {

@@ -4,7 +4,7 @@
 //! A unit's stdout and stderr are the writing ends of two FIFOs, opened
 //! read-write (`zinit_process::fifo`), so a unit that writes while no server
 //! runs never gets `SIGPIPE` or `EPIPE`: its output waits in the pipe (up to
-//! [`zinit_process::fifo::BUFFER`] per stream, then the writer blocks), and
+//! [`zinit_process::fifo::BUFFER`], 64 KiB, per stream, then the writer blocks), and
 //! the next server opens the FIFOs by the names in the record and reads on.
 //! A FIFO is removed once its reader sees end of file (every writer gone);
 //! a starting server removes the ones no recorded unit uses.

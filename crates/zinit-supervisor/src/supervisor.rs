@@ -54,6 +54,7 @@ impl Supervisor {
                 .map_err(SupervisorError::FailedPrecondition)?,
             None => crate::takeover::TakeoverPlan::default(),
         };
+        crate::command::set_base(options.base.clone());
         let cgroups = options.cgroups.clone();
         let hub = Arc::new(LogHub::new(options.log_lines, options.log_bytes));
         let events = EventBus::default();
