@@ -654,24 +654,20 @@ fn a_server_that_cannot_start_ends_the_container_with_its_error() {
     assert!(said.contains("unknown log level \"bogus\""), "{said}");
 
     // The server's usage error.
-    let mut ns = Ns::new("p1-badflag");
-    ns.spawn(&["--", "--no-such-flag"]);
-    let status = ns.wait_end(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(2), "{}", ns.pid1_log());
-    let log = ns.pid1_log();
+    let ns = Ns::new("p1-badflag");
+    let (code, log) = pid1_to_its_end(&ns, &["--", "--no-such-flag"], Duration::from_secs(20));
+    assert_eq!(code, Some(2), "{log}");
     assert!(
         log.contains("--no-such-flag") && log.contains("could not start"),
         "{log}"
     );
 
     // Another server answers on the socket: exit 1, the server's words.
-    let mut ns = Ns::new("p1-taken");
-    let other = tokio::runtime::Runtime::new().expect("runtime");
-    let other = other.block_on(zinit_tests::Server::start(&ns.tag, &ns.conf, &[]));
-    ns.spawn(&[]);
-    let status = ns.wait_end(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(1), "{}", ns.pid1_log());
-    let log = ns.pid1_log();
+    let ns = Ns::new("p1-taken");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let other = runtime.block_on(zinit_tests::Server::start(&ns.tag, &ns.conf, &[]));
+    let (code, log) = pid1_to_its_end(&ns, &[], Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("another zinit_server is already listening"),
         "{log}"
@@ -680,7 +676,7 @@ fn a_server_that_cannot_start_ends_the_container_with_its_error() {
     drop(other);
 
     // A server that dies again and again (here: a wrapper that exits 3).
-    let mut ns = Ns::new("p1-crashloop");
+    let ns = Ns::new("p1-crashloop");
     let wrapper = ns.tag.dir().join("dying-server");
     std::fs::write(&wrapper, "#!/bin/sh\nexit 3\n").expect("wrapper");
     std::fs::set_permissions(
@@ -689,14 +685,87 @@ fn a_server_that_cannot_start_ends_the_container_with_its_error() {
     )
     .expect("chmod");
     let wrapper = wrapper.display().to_string();
-    ns.spawn(&["--server", &wrapper]);
-    let status = ns.wait_end(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(8), "{}", ns.pid1_log());
+    let (code, log) = pid1_to_its_end(&ns, &["--server", &wrapper], Duration::from_secs(40));
+    assert_eq!(code, Some(8), "{log}");
+    assert!(log.contains("5 times within 1m; giving up"), "{log}");
+}
+
+/// Runs zinit_pid1 as PID 1 of a new namespace for `ns` until it ends by
+/// itself (bounded): its exit code and its log.
+fn pid1_to_its_end(ns: &Ns, args: &[&str], bound: Duration) -> (Option<i32>, String) {
+    let out = zinit_tests::output_within(
+        in_cgroup(ns.cgroup.as_deref(), "unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(zinit_tests::workspace_bin("zinit_pid1"))
+            .arg("--config")
+            .arg(&ns.conf)
+            .arg("--socket")
+            .arg(&ns.socket)
+            .args(["--log-level", "info"])
+            .args(args)
+            .stdin(Stdio::null()),
+        bound,
+    );
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A container whose runtime SIGKILLs it in the middle of its shutdown
+/// (`docker stop` past its timeout) and starts it again: the record left
+/// in the socket's directory (a container's `/run` persists in its writable
+/// layer) is from another run, so the new server starts the services
+/// afresh and says why, instead of "finishing" a shutdown that is over.
+#[test]
+fn a_container_killed_mid_shutdown_and_started_again_runs_its_services() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-restart");
+    let stubborn = ns.service("stubborn", "--ignore-term all", "stop_timeout_ms: 5000\n");
+    let sleep = ns.raw_service(
+        "sleep",
+        &format!("{} 1000", ns.tag.program("sleep").display()),
+    );
+    ns.start(&[]);
+    ns.wait_running(&[&stubborn, &sleep]);
+    ns.signal_pid1(Signal::SIGTERM);
     assert!(
-        ns.pid1_log().contains("5 times within 1m; giving up"),
+        until(Duration::from_secs(5), || ns
+            .pid1_log()
+            .contains("SIGTERM: shutting down")),
         "{}",
         ns.pid1_log()
     );
+    // The shutdown waits for the stubborn unit; the runtime kills it all.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut runtime = ns.unshare.take().expect("started");
+    let _ = runtime.kill();
+    let _ = runtime.wait();
+    let state = PathBuf::from(format!("{}.state", ns.socket.display()));
+    assert!(state.exists(), "the record of the killed run is gone");
+    assert!(
+        wait_gone(
+            &zinit_tests::tagged_trees(ns.tag.as_str()),
+            ns.tag.as_str(),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
+
+    ns.start(&[]);
+    ns.wait_running(&[&stubborn, &sleep]);
+    let log = ns.pid1_log();
+    assert!(
+        log.contains("record not used: it is from another boot or container run"),
+        "{log}"
+    );
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(35));
+    ns.assert_ended(status, 0);
 }
 
 /// A stubborn service (ignores SIGTERM, timeout 2 s) is killed at its

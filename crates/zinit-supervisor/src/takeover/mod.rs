@@ -17,6 +17,9 @@
 //!   one;
 //! - keeps an unchanged oneshot that had exited successfully as exited (it
 //!   is not run a second time, and its dependents stay satisfied);
+//! - starts afresh, with a note, from a record of another boot or another
+//!   container run (its boot id and PID namespace differ): a container's
+//!   `/run` may keep the record of the run its runtime killed;
 //! - finishes a shutdown that was in progress, within what is left of its
 //!   deadline (at least a few seconds), and exits as the old server would.
 //!
@@ -134,6 +137,13 @@ pub(crate) fn plan(
 ) -> Result<TakeoverPlan, String> {
     let mut plan = TakeoverPlan::default();
     let record = match record::read(record_path) {
+        Ok(Some(record)) if !record.run.is_empty() && record.run != record::run_id() => {
+            plan.report.notes.push(format!(
+                "record not used: it is from another boot or container run ({}); starting afresh",
+                record.run
+            ));
+            None
+        }
         Ok(record) => record,
         Err(why) => {
             plan.report.notes.push(format!("record not used: {why}"));

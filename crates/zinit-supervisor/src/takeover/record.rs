@@ -91,6 +91,22 @@ pub(crate) struct Record {
     /// The number of the last job.
     pub last_job: u64,
     pub units: Vec<RecordedUnit>,
+    /// The boot and the PID namespace it was written in (see [`run_id`]):
+    /// a record from another boot or another container run is stale.
+    #[serde(default)]
+    pub run: String,
+}
+
+/// This boot (`/proc/sys/kernel/random/boot_id`) and this PID namespace
+/// (`/proc/self/ns/pid`): a container started again after its runtime
+/// killed it has a new PID namespace, and its `/run` may still hold the
+/// record of the run before.
+pub(crate) fn run_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    format!("{} {ns}", boot.trim())
 }
 
 impl Record {
@@ -109,6 +125,7 @@ impl Record {
             shutdown: None,
             last_job: 0,
             units: Vec::new(),
+            run: run_id(),
         }
     }
 
@@ -389,6 +406,7 @@ mod tests {
             shutdown: None,
             last_job: 3,
             units: vec![unit("web")],
+            run: run_id(),
         }
     }
 
