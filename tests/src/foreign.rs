@@ -1,7 +1,7 @@
 //! Programs we did not write, for tests that check zinit with what users
 //! run: `sleep`, `sh` with and without a `trap`, `python3 -m http.server`,
 //! nginx (a master and workers) and redis-server. `cargo xtask test`
-//! installs nginx and redis-server when they are missing.
+//! installs nginx, redis-server and PostgreSQL when they are missing.
 
 use crate::{Tag, which};
 use std::path::Path;

@@ -46,27 +46,6 @@ async fn remaining(members: &Members) -> usize {
         .unwrap_or(0)
 }
 
-/// Watches a main process the unit follows from its `pid_file`: not our
-/// child, so through a pidfd, its status unknown; then the rest of the
-/// instance (which now counts the daemon as a member).
-pub(crate) async fn watch_followed(
-    main: ProcessId,
-    members: Members,
-    tx: mpsc::UnboundedSender<Msg>,
-    unit: String,
-    instance: u64,
-) {
-    wait_exit(main).await;
-    let remaining = remaining(&members).await;
-    let _ = tx.send(Msg::MainExited {
-        unit: unit.clone(),
-        instance,
-        status: None,
-        remaining,
-    });
-    wait_empty(members, tx, unit, instance).await;
-}
-
 /// Waits until `main` (not our child) has exited: its pidfd's readiness.
 async fn wait_exit(main: ProcessId) {
     if let Ok(handle) = ProcessHandle::open(main)
@@ -168,9 +147,10 @@ async fn belongs(id: ProcessId, members: &Members) -> Result<(), String> {
     }
 }
 
-/// Watches an instance taken over from a previous server: its main process
-/// is not our child, so its exit is seen through a pidfd and its status is
-/// unknown; then every other process of it, as for any instance.
+/// Watches an instance whose main process is not our child — taken over
+/// from a previous server, or a daemon followed through its `pid_file` —
+/// so its exit is seen through a pidfd and its status is unknown; then
+/// every other process of it, as for any instance.
 pub(crate) async fn watch_adopted(
     main: ProcessId,
     members: Members,

@@ -19,7 +19,7 @@ use crate::shutdown::{StopCounts, UnitShutDown};
 use crate::state::State;
 use crate::stopping::{StopParams, UnitStopReport, stop_unit};
 use crate::streams::Reader;
-use crate::tasks::{follow_pid_file, monitor, readiness, watch_followed};
+use crate::tasks::{follow_pid_file, monitor, readiness, watch_adopted};
 use crate::unit::{Daemon, Instance, Then, TimerGeneration, Unit, UnitKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -583,7 +583,7 @@ impl Actor {
                 current.daemon = Daemon::Followed;
                 current.main_exited = false;
                 current.members = current.members.with_root(main);
-                tokio::spawn(watch_followed(
+                tokio::spawn(watch_adopted(
                     main,
                     current.members.clone(),
                     self.tx.clone(),
