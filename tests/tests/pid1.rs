@@ -579,7 +579,9 @@ fn sigterm_shuts_everything_down_and_exits_0() {
 /// A container's configuration is its environment (`docker run -e`,
 /// Kubernetes env and Secrets) and its WORKDIR: as PID 1 of a namespace,
 /// zinit_pid1 hands both to every service, under the file's own `env`; with
-/// `--no-container-env` they stay out. Seen by a real `sh`.
+/// `--no-container-env` they stay out. Seen by a real `sh`, whose output
+/// (its file names no log mode) also reaches PID 1's stdout, as `docker
+/// logs` reads it.
 #[test]
 fn the_containers_environment_and_workdir_reach_the_services() {
     let _serial = one_at_a_time();
@@ -597,7 +599,7 @@ fn the_containers_environment_and_workdir_reach_the_services() {
         std::fs::write(
             ns.conf.join(format!("{unit}.yaml")),
             format!(
-                "exec: \"{} -c 'echo $DATABASE_URL,$FOO,$BAR,$(pwd) > {}; exec {} 1000'\"\n\
+                "exec: \"{} -c 'echo $DATABASE_URL,$FOO,$BAR,$(pwd) > {}; echo for docker logs; exec {} 1000'\"\n\
                  env: {{BAR: from-the-file}}\n",
                 ns.tag.program("sh").display(),
                 seen.display(),
@@ -625,6 +627,14 @@ fn the_containers_environment_and_workdir_reach_the_services() {
             ",,from-the-file,/".to_string()
         };
         assert_eq!(text.trim(), expected);
+        // A unit whose file names no log mode also goes to PID 1's stdout.
+        assert!(
+            until(Duration::from_secs(5), || ns
+                .pid1_log()
+                .contains(&format!("[{unit}] for docker logs"))),
+            "{}",
+            ns.pid1_log()
+        );
         ns.signal_pid1(Signal::SIGTERM);
         let status = ns.wait_end(Duration::from_secs(35));
         ns.assert_ended(status, 0);

@@ -145,6 +145,11 @@ fn run(args: Args) -> Result<i32> {
     }
     passed.push("--log-level".into());
     passed.push(args.log_level.clone().into());
+    if mode == Mode::Container {
+        // Where container users look: `docker logs`, `kubectl logs`.
+        passed.push("--default-log".into());
+        passed.push("stdout".into());
+    }
     if mode == Mode::Container && !args.no_container_env {
         passed.push("--inherit-env".into());
         if let Ok(dir) = std::env::current_dir() {
@@ -166,11 +171,10 @@ fn run(args: Args) -> Result<i32> {
     let sweep_began = Instant::now();
     let report = sweep::sweep(mode, &signals, ended.hard_end);
     let swept_in = sweep_began.elapsed();
-    let synced = power::sync(Duration::from_secs(if mode.ends_with_reboot() {
-        10
-    } else {
-        5
-    }));
+    let synced = power::sync(
+        mode,
+        Duration::from_secs(if mode.ends_with_reboot() { 10 } else { 5 }),
+    );
     if !synced {
         warn!("sync has not finished in time; going on");
     }

@@ -67,6 +67,12 @@ struct Args {
     /// container's PID 1.
     #[arg(long, value_name = "DIR")]
     default_dir: Option<PathBuf>,
+    /// The log mode of units whose file names none: `ring` (the default)
+    /// or `stdout` (the ring, and each line on this server's stdout as
+    /// `[unit] line`: a container's `docker logs`). zinit_pid1 passes
+    /// `stdout` as a container's PID 1.
+    #[arg(long, value_name = "MODE", default_value = "ring", value_parser = ["ring", "stdout"])]
+    default_log: String,
     /// Write this file (the server's pid) once the server serves: its
     /// listeners bound, the units taken over or started. zinit_pid1 passes
     /// it, to tell a server that could not start from one that crashed.
@@ -247,6 +253,7 @@ async fn serve(args: Args, socket: PathBuf, signals: signals::Signals) -> Result
     options.base = zinit_supervisor::command::Base {
         inherit_env: args.inherit_env,
         default_dir: args.default_dir.clone(),
+        echo_by_default: args.default_log == "stdout",
     };
     let sup = Supervisor::start(options).map_err(|e| anyhow::anyhow!("{e}"))?;
     log_takeover(sup.takeover());

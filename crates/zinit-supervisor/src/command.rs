@@ -31,6 +31,9 @@ pub struct Base {
     pub inherit_env: bool,
     /// The working directory of units without `dir`.
     pub default_dir: Option<PathBuf>,
+    /// Units whose file names no log mode echo their lines to the server's
+    /// stdout, `[unit] line` (a container's `docker logs`), besides the ring.
+    pub echo_by_default: bool,
 }
 
 static BASE: OnceLock<Base> = OnceLock::new();
@@ -41,7 +44,7 @@ pub fn set_base(base: Base) {
     let _ = BASE.set(base);
 }
 
-fn base() -> &'static Base {
+pub(crate) fn base() -> &'static Base {
     BASE.get_or_init(Base::default)
 }
 

@@ -161,7 +161,8 @@ impl Actor {
     /// `log: stdout`, and its log file.
     fn sinks(&self, name: &str, config: &ServiceConfig) -> Sinks {
         Sinks {
-            echo: config.log.mode == LogMode::Stdout,
+            echo: config.log.mode == LogMode::Stdout
+                || !config.log.mode_given && crate::command::base().echo_by_default,
             file: config.log.file.as_ref().and_then(|f| {
                 let owner = config.run_as.as_ref().map(|u| FsIdentity {
                     uid: u.uid,

@@ -13,6 +13,7 @@ pub(super) fn parse(c: &mut Checker<'_>, value: Option<&Value>) -> LogConfig {
     let mut config = LogConfig {
         mode: LogMode::Ring,
         file: None,
+        mode_given: false,
     };
     let Some(value) = value else {
         return config;
@@ -38,6 +39,7 @@ pub(super) fn parse(c: &mut Checker<'_>, value: Option<&Value>) -> LogConfig {
     };
     if !matches!(value, Value::Mapping(_)) {
         config.mode = mode_of(c, "log", value);
+        config.mode_given = true;
         return config;
     }
     let mut path = None;
@@ -45,7 +47,10 @@ pub(super) fn parse(c: &mut Checker<'_>, value: Option<&Value>) -> LogConfig {
     let mut keep = 3;
     for (key, v) in c.mapping("log", value, &["mode", "file", "max_size", "keep"]) {
         match key.as_str() {
-            "mode" => config.mode = mode_of(c, "log.mode", v),
+            "mode" => {
+                config.mode = mode_of(c, "log.mode", v);
+                config.mode_given = true;
+            }
             "file" => {
                 if let Some(p) = c.string("log.file", v) {
                     if p.starts_with('/') {

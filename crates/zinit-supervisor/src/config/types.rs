@@ -47,6 +47,9 @@ pub struct LogConfig {
     pub mode: LogMode,
     /// An optional file, written besides the mode.
     pub file: Option<LogFile>,
+    /// Whether the file named the mode (else the server's default applies:
+    /// `ring`, or under zinit_pid1 in a container `stdout`).
+    pub mode_given: bool,
 }
 
 /// When a unit is restarted after it exits.
@@ -214,6 +217,7 @@ impl ServiceConfig {
             log: LogConfig {
                 mode: LogMode::Ring,
                 file: None,
+                mode_given: false,
             },
             env: Vec::new(),
             dir: None,
@@ -316,6 +320,7 @@ impl ServiceConfig {
             log: LogConfig {
                 mode: LogMode::Ring,
                 file: None,
+                mode_given: false,
             },
             env: Vec::new(),
             dir: None,
