@@ -1838,3 +1838,54 @@ async fn a_second_server_refuses_while_the_one_that_wrote_the_record_runs() {
     );
     first.stop().await;
 }
+
+/// `zinit health`: 0 while the server serves, 1 once its shutdown has
+/// begun (its units still stopping), 4 without a server; `--wait` waits for
+/// a server that is still starting.
+#[tokio::test]
+async fn health_says_serving_not_serving_or_no_server_and_can_wait() {
+    let tag = Tag::new("cli-health");
+    let conf = conf_dir(&tag);
+    let socket = tag.dir().join("s.sock");
+    let out = run_cli_within(&socket, &["health"], QUICK);
+    assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
+    // Waiting for a server that starts meanwhile.
+    let waiting = {
+        let socket = socket.clone();
+        std::thread::spawn(move || run_cli_within(&socket, &["health", "--wait", "20s"], QUICK))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Its stop command takes 2 s, whatever the program does with signals.
+    let slow_stop = format!(
+        "stop: {} 2\nstop_timeout_ms: 5000\n",
+        tag.program("sleep").display()
+    );
+    service(&tag, &conf, "stubborn", "", &slow_stop);
+    let server = Server::start(&tag, &conf, &[]).await;
+    let out = waiting.join().expect("the waiting client");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout.trim(), "serving");
+    server.wait_running(&["stubborn"]);
+    // A shutdown that takes 2 s: meanwhile not serving.
+    let shutdown = {
+        let socket = socket.clone();
+        std::thread::spawn(move || run_cli_within(&socket, &["shutdown"], Duration::from_secs(30)))
+    };
+    let end = Instant::now() + Duration::from_secs(2);
+    let seen = loop {
+        let out = run_cli_within(&socket, &["--json", "health"], QUICK);
+        if out.code == 1 {
+            break out;
+        }
+        if Instant::now() >= end {
+            let done = shutdown.join().expect("shutdown");
+            panic!(
+                "never not serving: {}{}; the shutdown said {}{}",
+                out.stdout, out.stderr, done.stdout, done.stderr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(seen.json()["status"], "not serving");
+    assert_eq!(shutdown.join().expect("shutdown").code, 0);
+}
