@@ -735,7 +735,7 @@ fn pid1_to_its_end(ns: &Ns, args: &[&str], bound: Duration) -> (Option<i32>, Str
 fn a_container_killed_mid_shutdown_and_started_again_runs_its_services() {
     let _serial = one_at_a_time();
     let mut ns = Ns::new("p1-restart");
-    let stubborn = ns.service("stubborn", "--ignore-term all", "stop_timeout_ms: 5000\n");
+    let stubborn = ns.service("stubborn", "--ignore-term all", "stop_timeout_ms: 3000\n");
     let sleep = ns.raw_service(
         "sleep",
         &format!("{} 1000", ns.tag.program("sleep").display()),
@@ -772,6 +772,50 @@ fn a_container_killed_mid_shutdown_and_started_again_runs_its_services() {
     assert!(
         log.contains("record not used: it is from another boot or container run"),
         "{log}"
+    );
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(35));
+    ns.assert_ended(status, 0);
+}
+
+/// `docker stop` waits 10 s by default, then SIGKILLs: as a container's
+/// PID 1 with default settings, a stack with a unit that ignores SIGTERM
+/// (and the default 10 s stop timeout) is still done, exit 0, within those
+/// 10 s — the default bound is 7 s, the unit killed at 5 s.
+/// `ZINIT_SHUTDOWN_TIMEOUT` sets the bound as `--timeout` does.
+#[test]
+fn with_default_settings_a_container_is_done_within_dockers_10_s() {
+    let _serial = one_at_a_time();
+    let mut ns = Ns::new("p1-docker");
+    let stubborn = ns.service("stubborn", "--ignore-term all", "");
+    let sleep = ns.raw_service(
+        "sleep",
+        &format!("{} 1000", ns.tag.program("sleep").display()),
+    );
+    ns.start(&[]);
+    ns.wait_running(&[&stubborn, &sleep]);
+    assert!(
+        ns.pid1_log().contains("the shutdown's bound: 7s"),
+        "{}",
+        ns.pid1_log()
+    );
+    let started = Instant::now();
+    ns.signal_pid1(Signal::SIGTERM);
+    let status = ns.wait_end(Duration::from_secs(35));
+    let took = started.elapsed();
+    ns.assert_ended(status, 0);
+    assert!(
+        took < Duration::from_secs(10),
+        "docker would have killed it: {took:?}"
+    );
+
+    let mut ns = Ns::new("p1-k8s");
+    ns.env = vec![("ZINIT_SHUTDOWN_TIMEOUT", "25s")];
+    ns.start(&[]);
+    assert!(
+        ns.pid1_log().contains("the shutdown's bound: 25s"),
+        "{}",
+        ns.pid1_log()
     );
     ns.signal_pid1(Signal::SIGTERM);
     let status = ns.wait_end(Duration::from_secs(35));

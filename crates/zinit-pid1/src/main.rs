@@ -26,8 +26,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The longest bound, and the default: the server's 30 s.
+/// The longest bound, and the default on a machine: the server's 30 s.
 const MAX_BOUND: Duration = Duration::from_secs(30);
+/// The default bound as a container's PID 1: with the 3 s zinit_pid1 may
+/// take after it, done within Docker's default `docker stop` (10 s).
+const CONTAINER_BOUND: Duration = Duration::from_secs(7);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,10 +56,12 @@ struct Args {
     #[arg(long, default_value = "info", value_parser = log::check_level)]
     log_level: String,
     /// The shutdown's bound, such as 10s (a bare number is seconds): at most
-    /// 30 s, the default. The server's deadline for a shutdown started by a
-    /// signal; zinit_pid1 itself is done 3 s after it at the latest.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_bound)]
-    timeout: Duration,
+    /// 30 s. The server's deadline for a shutdown started by a signal;
+    /// zinit_pid1 itself is done 3 s after it at the latest. Default: 7 s as
+    /// a container's PID 1 (done within Docker's default `docker stop` of
+    /// 10 s), else 30 s; also `$ZINIT_SHUTDOWN_TIMEOUT`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_bound)]
+    timeout: Option<Duration>,
     /// The zinit_server to run (default: the one next to zinit_pid1, else
     /// the first in PATH).
     #[arg(long, value_name = "PATH")]
@@ -128,6 +133,19 @@ fn run(args: Args) -> Result<i32> {
             args.config.display()
         );
     }
+    // The bound: --timeout, else $ZINIT_SHUTDOWN_TIMEOUT, else by mode.
+    let bound = match (args.timeout, std::env::var("ZINIT_SHUTDOWN_TIMEOUT")) {
+        (Some(bound), _) => bound,
+        (None, Ok(text)) => match parse_bound(&text) {
+            Ok(bound) => bound,
+            Err(e) => {
+                error!("ZINIT_SHUTDOWN_TIMEOUT={e}");
+                return Ok(exit::USAGE);
+            }
+        },
+        (None, Err(_)) if mode == Mode::Container => CONTAINER_BOUND,
+        (None, Err(_)) => MAX_BOUND,
+    };
     let program = server::find_server(args.server.clone())?;
     // Before anything else starts: every signal we take is blocked.
     let signals = signals::Signals::take().context("taking signals through a signalfd")?;
@@ -158,7 +176,7 @@ fn run(args: Args) -> Result<i32> {
         }
     }
     passed.extend(args.server_args.iter().cloned());
-    let spec = server::ServerSpec::new(program, passed, args.timeout, &state);
+    let spec = server::ServerSpec::new(program, passed, bound, &state);
     info!(
         "the server's after-shutdown file: {}",
         spec.after_file.display()
@@ -167,7 +185,11 @@ fn run(args: Args) -> Result<i32> {
         .spawn()
         .with_context(|| format!("starting {}", spec.program.display()))?;
 
-    let ended = supervise::run(&signals, &spec, mode, args.timeout, first);
+    info!(
+        "the shutdown's bound: {}",
+        humantime::format_duration(bound)
+    );
+    let ended = supervise::run(&signals, &spec, mode, bound, first);
     let sweep_began = Instant::now();
     let report = sweep::sweep(mode, &signals, ended.hard_end);
     let swept_in = sweep_began.elapsed();

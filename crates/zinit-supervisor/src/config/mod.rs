@@ -221,6 +221,7 @@ pub fn parse_service(
         pid_file: commands.pid_file,
         stop_signal: stopping.signal,
         stop_timeout: stopping.timeout,
+        stop_timeout_given: stopping.timeout_given,
         stop_command: stopping.command,
         stop_mode: stopping.mode,
         log,

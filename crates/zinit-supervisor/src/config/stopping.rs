@@ -12,6 +12,8 @@ use zinit_process::stop::StopMode;
 pub(super) struct Stopping {
     pub signal: Signal,
     pub timeout: Duration,
+    /// Whether the file gave the timeout (else the 10 s default).
+    pub timeout_given: bool,
     pub command: Option<Vec<String>>,
     pub mode: StopMode,
     /// Set when a timeout above 30 s was capped.
@@ -75,6 +77,7 @@ pub(super) fn parse(c: &mut Checker<'_>, get: &Fields<'_>) -> Stopping {
     Stopping {
         signal: nested.or(flat).unwrap_or(Signal::SIGTERM),
         timeout,
+        timeout_given: seconds.or(millis).is_some(),
         command,
         mode,
         warning,

@@ -212,6 +212,8 @@ impl ServiceConfig {
             pid_file: None,
             stop_signal,
             stop_timeout,
+            // As recorded: the unit's own, given or not.
+            stop_timeout_given: true,
             stop_command: None,
             stop_mode,
             log: LogConfig {
@@ -273,6 +275,9 @@ pub struct ServiceConfig {
     pub stop_signal: Signal,
     /// The stop timeout (at most 30 s).
     pub stop_timeout: Duration,
+    /// Whether the file gave it (else it is the default, 10 s, which a
+    /// shorter shutdown deadline replaces without cutting anything short).
+    pub stop_timeout_given: bool,
     /// A command run first when stopping, within half of the budget.
     pub stop_command: Option<Vec<String>>,
     /// Which processes get the stop signal, in which order.
@@ -315,6 +320,7 @@ impl ServiceConfig {
             pid_file: None,
             stop_signal: Signal::SIGTERM,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            stop_timeout_given: false,
             stop_command: None,
             stop_mode: StopMode::Tree,
             log: LogConfig {

@@ -161,7 +161,10 @@ pub struct Summary {
     pub leftovers: Vec<Leftover>,
     /// Set when the verification could not finish.
     pub unverified: Option<String>,
-    /// Whether the deadline shortened some unit's budget.
+    /// Whether the deadline cut a unit short: its budget, shortened by the
+    /// deadline below its own stop timeout, ended before it had stopped.
+    /// A unit whose budget was shortened but that stopped gracefully within
+    /// it was not cut short.
     pub deadline_hit: bool,
 }
 
@@ -260,6 +263,8 @@ impl EmergencyStop {
 struct Stopping {
     name: String,
     started: Instant,
+    /// The deadline left it less than its own stop timeout.
+    shortened: bool,
 }
 
 /// Where the shutdown's events go, as they happen, from whichever task
@@ -474,9 +479,11 @@ impl Supervisor {
                 let config = &configs[unit.name.as_str()].config;
                 let now = Instant::now();
                 let budget = budget(config.stop_timeout, left(now), force.is_cancelled());
-                if budget < config.stop_timeout && !force.is_cancelled() {
-                    summary.deadline_hit = true;
-                }
+                // Only a timeout the file gave can be cut short: the default
+                // gives way to a shorter deadline (a container's 7 s).
+                let shortened = config.stop_timeout_given
+                    && budget < config.stop_timeout
+                    && !force.is_cancelled();
                 emit(ShutdownEventKind::UnitStopping {
                     unit: unit.name.clone(),
                     signal: config.stop_signal,
@@ -514,6 +521,7 @@ impl Supervisor {
                     Stopping {
                         name: unit.name.clone(),
                         started: now,
+                        shortened,
                     },
                 );
             }
@@ -524,8 +532,10 @@ impl Supervisor {
             // The next unit done (then more may start). The sender kept
             // here means this never ends while units run.
             if let Some((name, answer)) = done.recv().await
-                && let Some(stop) = running.remove(&name)
+                && let Some(mut stop) = running.remove(&name)
             {
+                // A unit forced to stop was not cut short by the deadline.
+                stop.shortened &= !force.is_cancelled();
                 emit(unit_stopped(&stop, answer, summary));
                 stopped.insert(stop.name);
             }
@@ -564,7 +574,10 @@ fn unit_stopped(stop: &Stopping, answer: UnitShutDown, summary: &mut Summary) ->
         summary.processes_killed += by_kill as u32;
         match counts.outcome {
             StopOutcome::Graceful => summary.units_graceful += 1,
-            _ => summary.units_killed += 1,
+            _ => {
+                summary.units_killed += 1;
+                summary.deadline_hit |= stop.shortened;
+            }
         }
     }
     event
