@@ -466,24 +466,24 @@ impl Drop for Ns {
 }
 
 /// Joins the running shutdown through `socket` (`zinit --json shutdown
-/// --watch`, tried for up to 5 s) and returns its events.
+/// --watch`, tried for up to 5 s) and returns the events of the first
+/// attempt that saw the shutdown's summary; on failure, says what every
+/// attempt answered.
 fn watch_shutdown(socket: &Path) -> Vec<Value> {
-    let mut watched = None;
-    assert!(
-        until(Duration::from_secs(5), || {
-            let out = zinit_tests::run_cli(socket, &["--json", "shutdown", "--watch"]);
-            let ok = out.code == 0;
-            watched = Some(out);
-            ok
-        }),
-        "zinit shutdown --watch: {watched:?}"
-    );
-    watched
-        .expect("watched")
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    let mut attempts = Vec::new();
+    let mut events = Vec::new();
+    let joined = until(Duration::from_secs(5), || {
+        let out = zinit_tests::run_cli(socket, &["--json", "shutdown", "--watch"]);
+        events = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        attempts.push(format!("exit {}: {}", out.code, out.stderr.trim()));
+        out.code == 0 || events.iter().any(|e| e["kind"] == "summary")
+    });
+    assert!(joined, "zinit shutdown --watch never joined: {attempts:#?}");
+    events
 }
 
 fn seconds(d: Duration) -> f64 {
