@@ -53,7 +53,14 @@ fn all_running(server: &Server, count: usize) -> Value {
         let out = server.zinit(&["--json", "list"]);
         if out.code == 0 {
             let list = out.json();
-            let units = list["units"].as_array().cloned().unwrap_or_default();
+            // Services only: a oneshot has exited.
+            let units: Vec<Value> = list["units"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|u| u["oneshot"] != true)
+                .cloned()
+                .collect();
             if units.len() == count && units.iter().all(|u| u["state"] == "running") {
                 // Let the trees finish forking.
                 std::thread::sleep(Duration::from_millis(200));
@@ -116,7 +123,9 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
         &tag,
         &[
             ("polite", "--width 2 --depth 2 --term-delay-ms 250", ""),
-            ("chatty", "--chatty-ms 50", "after: [polite]\n"),
+            // chatty waits for polite only through an exited oneshot:
+            // the plan says `chatty (via migrate)`.
+            ("chatty", "--chatty-ms 50", "after: [migrate]\n"),
             (
                 "stubborn",
                 "--width 1 --depth 1 --ignore-term all",
@@ -128,6 +137,11 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
             ("burst", "--output-lines 200000", ""),
         ],
     );
+    std::fs::write(
+        conf.join("migrate.yaml"),
+        "exec: /bin/true\noneshot: true\nafter: [polite]\n",
+    )
+    .expect("service file");
     let mut server = Server::start(&tag, &conf, &[]).await;
     let list = all_running(&server, 4);
     let ui = Ui::serving(&server.socket, &[], None);
@@ -270,6 +284,7 @@ async fn the_page_lists_stops_follows_logs_and_shuts_down_with_a_timeline() {
         plan.contains("stubborn") && plan.contains("1.00 s") && plan.contains("polite"),
         "{plan}"
     );
+    assert!(plan.contains("chatty (via migrate)"), "{plan}");
     browser.screenshot("dry-run");
     assert!(
         zinit_tests::all_alive(&all, tag.as_str()),
