@@ -743,3 +743,33 @@ async fn past_the_pipes_capacity_without_a_server_the_writer_blocks_and_is_not_k
     assert_eq!(new.pid_of("bulk"), pid);
     assert_eq!(new.zinit(&["shutdown"]).code, 0);
 }
+
+/// `test_timeout: 0` still runs the test once (bounded to 100 ms): a test
+/// that passes at once makes the unit ready, one that fails fails it.
+#[tokio::test]
+async fn a_zero_test_timeout_still_runs_the_test_once() {
+    let tag = Tag::new("ot-zero");
+    let conf = conf_dir(&tag);
+    let (sh, sleep) = (tag.program("sh"), tag.program("sleep"));
+    for (name, code) in [("passes", 0), ("fails", 1)] {
+        unit(
+            &conf,
+            name,
+            &format!(
+                "exec: {} 1000\ntest: \"{} -c 'exit {code}'\"\ntest_timeout: 0\nrestart: never\n",
+                sleep.display(),
+                sh.display()
+            ),
+        );
+    }
+    let server = Server::start(&tag, &conf, &[]).await;
+    server.wait_state("passes", "running");
+    let failed = server.wait_state("fails", "failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("last: exit code 1")),
+        "{failed}"
+    );
+    assert_eq!(server.zinit(&["shutdown"]).code, 0);
+}

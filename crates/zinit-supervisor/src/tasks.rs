@@ -27,23 +27,31 @@ pub(crate) async fn monitor(
         Ok(status) => status,
         Err(_) => ExitStatus::Exited(-1),
     };
-    let remaining = remaining(&members).await;
+    main_ended(Some(status), members, tx, unit, instance).await;
+}
+
+/// Reports the main process's end, with how many processes of the instance
+/// live on (a program that daemonized leaves its daemon), then waits until
+/// they are gone. One look serves both: without a cgroup it is the wait's
+/// first.
+async fn main_ended(
+    status: Option<ExitStatus>,
+    members: Members,
+    tx: mpsc::UnboundedSender<Msg>,
+    unit: String,
+    instance: u64,
+) {
+    let left = members
+        .scan_async(Duration::from_secs(2))
+        .await
+        .unwrap_or_default();
     let _ = tx.send(Msg::MainExited {
         unit: unit.clone(),
         instance,
-        status: Some(status),
-        remaining,
+        status,
+        remaining: left.len(),
     });
-    wait_empty(members, tx, unit, instance).await;
-}
-
-/// How many processes of the instance live on (its main process is gone).
-async fn remaining(members: &Members) -> usize {
-    members
-        .scan_async(Duration::from_secs(2))
-        .await
-        .map(|left| left.len())
-        .unwrap_or(0)
+    wait_empty(members, tx, unit, instance, left).await;
 }
 
 /// Waits until `main` (not our child) has exited: its pidfd's readiness.
@@ -159,22 +167,22 @@ pub(crate) async fn watch_adopted(
     instance: u64,
 ) {
     wait_exit(main).await;
-    let remaining = remaining(&members).await;
-    let _ = tx.send(Msg::MainExited {
-        unit: unit.clone(),
-        instance,
-        status: None,
-        remaining,
-    });
-    wait_empty(members, tx, unit, instance).await;
+    main_ended(None, members, tx, unit, instance).await;
 }
 
 /// Waits until every process of the instance is gone: with a cgroup, until
 /// it is empty; without one, until every member found has exited and a new
 /// look finds none left. Event-driven: a pidfd per member (or the cgroup's
 /// `cgroup.events`), so a unit that waits costs nothing; only members that
-/// could not get a pidfd are looked at again every ~2 s.
-async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: String, instance: u64) {
+/// could not get a pidfd are looked at again every ~2 s. `first` is a look
+/// taken just before.
+async fn wait_empty(
+    members: Members,
+    tx: mpsc::UnboundedSender<Msg>,
+    unit: String,
+    instance: u64,
+    first: Vec<zinit_process::Member>,
+) {
     if let Some(cgroup) = members.cgroup() {
         wait_cgroup_empty(cgroup).await;
         let _ = tx.send(Msg::Empty { unit, instance });
@@ -182,11 +190,15 @@ async fn wait_empty(members: Members, tx: mpsc::UnboundedSender<Msg>, unit: Stri
     }
     let mut watcher = None;
     let mut watched: HashSet<i32> = HashSet::new();
+    let mut first = Some(first);
     loop {
-        let left = members
-            .scan_async(Duration::from_secs(2))
-            .await
-            .unwrap_or_default();
+        let left = match first.take() {
+            Some(left) => left,
+            None => members
+                .scan_async(Duration::from_secs(2))
+                .await
+                .unwrap_or_default(),
+        };
         if left.is_empty() {
             let _ = tx.send(Msg::Empty { unit, instance });
             return;
@@ -292,27 +304,35 @@ pub(crate) async fn readiness(
             result,
         });
     };
-    let mut last = "it never ran".to_string();
+    let mut last: Option<String> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining < MIN_ATTEMPT {
-            break;
+        // It always runs once (with `test_timeout: 0` too, bounded to 100 ms).
+        let attempt_bound = match &last {
+            None => remaining.max(FIRST_ATTEMPT),
+            Some(_) if remaining < MIN_ATTEMPT => break,
+            Some(_) => remaining,
         }
-        let attempt_bound = remaining.min(Duration::from_secs(10));
-        last = match run_bounded(&config, &test, attempt_bound, None).await {
-            CommandResult::Exited(status) if status.success() => return report(Ok(())),
-            CommandResult::Exited(status) => status.to_string(),
-            CommandResult::TimedOut => "timed out".to_string(),
-            CommandResult::Failed(e) => e,
-        };
+        .min(Duration::from_secs(10));
+        last = Some(
+            match run_bounded(&config, &test, attempt_bound, None).await {
+                CommandResult::Exited(status) if status.success() => return report(Ok(())),
+                CommandResult::Exited(status) => status.to_string(),
+                CommandResult::TimedOut => "timed out".to_string(),
+                CommandResult::Failed(e) => e,
+            },
+        );
         let remaining = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(config.test_interval.min(remaining)).await;
     }
     report(Err(format!(
-        "its test did not pass within {} (last: {last})",
-        humantime::format_duration(config.test_timeout)
+        "its test did not pass within {} (last: {})",
+        humantime::format_duration(config.test_timeout),
+        last.unwrap_or_default()
     )))
 }
 
 /// Less than this before the deadline, a test is not tried again.
 const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// The least the first attempt gets, whatever the timeout.
+const FIRST_ATTEMPT: Duration = Duration::from_millis(100);

@@ -233,6 +233,7 @@ pub fn parse_service(
         run_as,
         limits: environment.limits,
         warnings: stopping.warning.into_iter().collect(),
+        digest_cache: std::sync::OnceLock::new(),
     })
 }
 

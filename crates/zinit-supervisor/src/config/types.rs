@@ -120,6 +120,12 @@ impl ServiceConfig {
     /// order change nothing): a successor compares it with the file it
     /// loaded to tell an unchanged service from a changed one.
     pub fn digest(&self) -> String {
+        self.digest_cache
+            .get_or_init(|| self.compute_digest())
+            .clone()
+    }
+
+    fn compute_digest(&self) -> String {
         let text = self
             .fields(self)
             .iter()
@@ -229,6 +235,7 @@ impl ServiceConfig {
             run_as: None,
             limits: Vec::new(),
             warnings: Vec::new(),
+            digest_cache: std::sync::OnceLock::new(),
         }
     }
 }
@@ -300,6 +307,11 @@ pub struct ServiceConfig {
     pub limits: Vec<Limit>,
     /// Things worth a warning that are not errors (a capped timeout).
     pub warnings: Vec<String>,
+    /// [`ServiceConfig::digest`], once computed (the record asks for it at
+    /// every save). A clone whose fields are changed afterwards keeps it, as
+    /// a digest of the file's text did (the takeover's "old stop settings"
+    /// copy is still the file's service); replace it when a change must count.
+    pub digest_cache: std::sync::OnceLock<String>,
 }
 
 impl ServiceConfig {
@@ -336,6 +348,7 @@ impl ServiceConfig {
             run_as: None,
             limits: Vec::new(),
             warnings: Vec::new(),
+            digest_cache: std::sync::OnceLock::new(),
         }
     }
 }
